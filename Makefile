@@ -1,0 +1,43 @@
+# The two front-door commands: `make run` and `make test`. Both create the virtual environment
+# on first use and keep it in step with requirements*.txt.
+#
+# The environment lives outside the project folder by default, because `mlflow run -b databricks`
+# uploads the whole folder. Point VENV elsewhere to keep several, e.g. `make test VENV=.venv`.
+
+PYTHON ?= python3.11
+VENV ?= $(HOME)/.cache/neuroflow/venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint envs clean
+
+setup:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@stamp=$(VENV)/.requirements-$$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16); \
+	if [ ! -f $$stamp ]; then \
+		echo "installing requirements-dev.txt into $(VENV)"; \
+		$(BIN)/python -m pip install --quiet --upgrade pip && \
+		$(BIN)/python -m pip install --quiet -r requirements-dev.txt && \
+		rm -f $(VENV)/.requirements-* && touch $$stamp; \
+	fi
+
+# Prepare the offline default data (scikit-learn's digits), then train the CNN on it.
+run: setup
+	mlflow run . -e preprocess --env-manager local
+	mlflow run . -e train_cnn --env-manager local
+
+test: setup lint
+	python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	ruff check .
+	ruff format --check .
+
+# Regenerate conda.yaml and python_env.yaml from the pins in requirements.txt.
+envs: setup
+	python -m neuroflow.envs
+
+clean:
+	rm -rf mlruns mlartifacts mlflow.db .pytest_cache .ruff_cache

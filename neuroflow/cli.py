@@ -1,0 +1,102 @@
+"""Click plumbing the steps share: option groups, value checks and a one-line error exit.
+
+Nothing here imports torch or mlflow, so a bad option is refused in a fraction of a second,
+before any data is read or any model is built.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import fields
+
+import click
+
+from neuroflow.errors import NeuroflowError
+from neuroflow.tracking.uris import check_data_value
+from neuroflow.training.config import DEVICES, OPTIMIZERS, TrainConfig
+
+POSITIVE = click.IntRange(min=1)
+NON_NEGATIVE = click.IntRange(min=0)
+FRACTION = click.FloatRange(0, 1, min_open=True, max_open=True)  # strictly between 0 and 1
+DROPOUT = click.FloatRange(0, 1, max_open=True)
+
+
+def int_list(ctx, param, value: str) -> tuple[int, ...]:
+    """'100,50' -> (100, 50): layer sizes, all positive."""
+    try:
+        sizes = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of positive integers")
+    return sizes
+
+
+def joined(values: tuple) -> str:
+    return ",".join(map(str, values))
+
+
+def check_data(ctx, param, value: str) -> str:
+    try:
+        return check_data_value(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+_TRAIN_TYPES = {
+    "epochs": POSITIVE,
+    "batch_size": POSITIVE,
+    "lr": click.FloatRange(min=0, min_open=True),
+    "optimizer": click.Choice(OPTIMIZERS),
+    "weight_decay": click.FloatRange(min=0),
+    "seed": NON_NEGATIVE,
+    "patience": NON_NEGATIVE,
+    "device": click.Choice(DEVICES),
+    "max_batches": NON_NEGATIVE,
+}
+_TRAIN_HELP = {
+    "lr": "peak learning rate of the one-cycle schedule",
+    "patience": "epochs without a lower val_loss before stopping; 0 never stops early",
+    "device": "auto picks CUDA when present",
+    "max_batches": "train batches per epoch; 0 = all",
+}
+
+
+def training_options(command):
+    """--data plus every TrainConfig field as an option, defaults taken from TrainConfig."""
+    for field in reversed(fields(TrainConfig)):
+        command = click.option(
+            f"--{field.name.replace('_', '-')}",
+            type=_TRAIN_TYPES[field.name],
+            default=field.default,
+            show_default=True,
+            help=_TRAIN_HELP.get(field.name),
+        )(command)
+    return click.option(
+        "--data",
+        default="latest",
+        show_default=True,
+        callback=check_data,
+        help="preprocess run id, runs:/<run id>/prepared, or latest",
+    )(command)
+
+
+def run(command: click.Command) -> None:
+    """Invoke a step. A user error ends it with one line on stderr and a non-zero exit."""
+    if not sys.stderr.isatty():  # progress bars only for people watching
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        code = command.main(standalone_mode=False)
+    except click.ClickException as error:
+        fail(command.name, error.format_message(), error.exit_code)
+    except click.Abort:
+        fail(command.name, "aborted", 1)
+    except NeuroflowError as error:
+        fail(command.name, str(error), 1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def fail(name: str, message: str, code: int) -> None:
+    click.echo(f"{name}: error: {' '.join(message.split())}", err=True)
+    sys.exit(code)

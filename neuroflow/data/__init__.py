@@ -1,0 +1,1 @@
+"""Reading sources, splitting, and the prepared format every step after preprocess reads."""

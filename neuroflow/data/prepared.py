@@ -1,0 +1,199 @@
+"""The prepared format: the folder preprocess logs and every later step reads by its URI.
+
+    prepared/
+        metadata.json            classes, image shape, normalisation, digests, source, params
+        train-images.npy         (N, H, W) uint8      train-labels.npy  (N,) uint8
+        val-images.npy ...       test-images.npy ...
+
+A split's sha256 covers its two .npy files; its digest is the first 16 hex digits of that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from neuroflow.data.sources import Part, Source
+from neuroflow.data.splits import stratified_split
+from neuroflow.errors import DataError
+
+SPLITS = ("train", "val", "test")
+FORMAT = 1
+METADATA = "metadata.json"
+_CHUNK = 4096  # images gathered, resized and written at a time
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    dataset: str = "digits"  # bundled with scikit-learn, so the default works offline
+    data_dir: str = "~/.cache/neuroflow/datasets"  # torchvision downloads, or the IDX folder
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2  # used only when the source has no official test split
+    seed: int = 0
+    image_size: int = 28  # MNIST's size; digits (8x8) are resized up to it
+
+
+@dataclass
+class Prepared:
+    images: dict[str, np.ndarray]  # split -> (N, H, W) uint8
+    labels: dict[str, np.ndarray]  # split -> (N,) uint8
+    meta: dict
+
+    @property
+    def digest(self) -> str:
+        return self.meta["digest"]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta["classes"]
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return tuple(self.meta["image_shape"])
+
+    @property
+    def mean(self) -> float:
+        return self.meta["normalization"]["mean"]
+
+    @property
+    def std(self) -> float:
+        return self.meta["normalization"]["std"]
+
+
+def prepare(source: Source, out_dir: Path, config: PrepareConfig) -> dict:
+    """Split `source`, resize to image_size, write the prepared folder; return its metadata."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pool = [p for p in source.parts if not p.official_test]
+    official_test = [p for p in source.parts if p.official_test]
+    fractions = {"val": config.val_fraction}
+    if not official_test:
+        fractions["test"] = config.test_fraction
+    labels = np.concatenate([p.labels for p in pool])
+    indices = stratified_split(labels, fractions, config.seed)
+    if official_test:
+        indices["test"] = np.arange(sum(len(p.labels) for p in official_test))
+
+    size, splits = config.image_size, {}
+    for split in SPLITS:
+        parts = official_test if split == "test" and official_test else pool
+        splits[split] = _write_split(out_dir, split, parts, indices[split], size)
+    mean, std = _pixel_stats(np.load(out_dir / "train-images.npy", mmap_mode="r"))
+    meta = {
+        "format": FORMAT,
+        "dataset": source.name,
+        "source": source.uri,
+        "classes": source.classes,
+        "image_shape": [size, size],
+        "native_shape": list(source.native_shape),
+        "official_test": bool(official_test),
+        "normalization": {"mean": mean, "std": std},
+        "splits": splits,
+        "digest": _combined_digest(splits),
+        "params": asdict(config),
+    }
+    (out_dir / METADATA).write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def load_prepared(folder: Path, mmap: bool = False) -> Prepared:
+    """Read a prepared folder, checking every split against its recorded sha256. With mmap,
+    the arrays stay on disk until used."""
+    try:
+        meta = json.loads((folder / METADATA).read_text())
+    except (OSError, ValueError) as error:
+        raise DataError(
+            f"{folder}: not a prepared dataset (cannot read {METADATA}: {error})"
+        ) from None
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{folder}: prepared format {meta.get('format')!r}, expected {FORMAT}")
+    images, labels = {}, {}
+    for split in SPLITS:
+        files = [folder / f"{split}-images.npy", folder / f"{split}-labels.npy"]
+        try:
+            found = _sha256(files)
+        except OSError as error:
+            raise DataError(f"{folder}: missing split file ({error})") from None
+        if found != meta["splits"][split]["sha256"]:
+            raise DataError(f"{folder}: {split} split does not match its recorded sha256")
+        images[split], labels[split] = (np.load(f, mmap_mode="r" if mmap else None) for f in files)
+    return Prepared(images, labels, meta)
+
+
+def _write_split(out_dir: Path, split: str, parts: list[Part], indices, size: int) -> dict:
+    images_path, labels_path = out_dir / f"{split}-images.npy", out_dir / f"{split}-labels.npy"
+    images = np.lib.format.open_memmap(images_path, "w+", np.uint8, (len(indices), size, size))
+    labels = np.empty(len(indices), np.uint8)
+    start = 0
+    for chunk_images, chunk_labels in _gather(parts, indices):
+        stop = start + len(chunk_labels)
+        images[start:stop] = resize(chunk_images, size)
+        labels[start:stop] = chunk_labels
+        start = stop
+    images.flush()
+    del images
+    np.save(labels_path, labels)
+    sha256 = _sha256([images_path, labels_path])
+    counts = np.bincount(labels).tolist()
+    return {"count": len(indices), "sha256": sha256, "digest": sha256[:16], "class_counts": counts}
+
+
+def _gather(parts: list[Part], indices: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Images and labels at `indices` of the parts laid end to end, a chunk at a time."""
+    offsets = np.cumsum([0] + [len(p.labels) for p in parts])
+    height, width = parts[0].images.shape[1:]
+    for start in range(0, len(indices), _CHUNK):
+        chunk = indices[start : start + _CHUNK]
+        owner = np.searchsorted(offsets, chunk, side="right") - 1
+        images = np.empty((len(chunk), height, width), np.uint8)
+        labels = np.empty(len(chunk), np.uint8)
+        for part_id in np.unique(owner):
+            mask = owner == part_id
+            local = chunk[mask] - offsets[part_id]
+            images[mask] = parts[part_id].images[local]
+            labels[mask] = parts[part_id].labels[local]
+        yield images, labels
+
+
+def resize(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W) uint8 -> (N, size, size) uint8, antialiased bilinear."""
+    if images.shape[1:] == (size, size):
+        return images
+    import torch
+    import torch.nn.functional as F
+
+    batch = torch.from_numpy(images).unsqueeze(1).float()  # (N, 1, H, W)
+    out = F.interpolate(
+        batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    return out.round_().clamp_(0, 255).to(torch.uint8).squeeze(1).numpy()
+
+
+def _pixel_stats(images: np.ndarray) -> tuple[float, float]:
+    """Mean and std of pixel values scaled to [0, 1], accumulated a chunk at a time."""
+    total = total_sq = 0.0
+    for start in range(0, len(images), _CHUNK):
+        chunk = images[start : start + _CHUNK].astype(np.float64) / 255
+        total += chunk.sum()
+        total_sq += np.square(chunk).sum()
+    count = images.size
+    mean = total / count
+    std = max(total_sq / count - mean * mean, 1e-12) ** 0.5
+    return round(float(mean), 6), round(float(std), 6)
+
+
+def _sha256(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as stream:
+            while block := stream.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _combined_digest(splits: dict) -> str:
+    return hashlib.sha256("".join(splits[s]["sha256"] for s in SPLITS).encode()).hexdigest()[:16]

@@ -1,0 +1,121 @@
+"""Where images come from: scikit-learn's digits, the torchvision MNIST family, or IDX folders.
+
+A source yields parts, each a block of (N, H, W) uint8 images with (N,) labels, marked as the
+official test split or not. Parts may be memory-mapped; nothing here copies them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from neuroflow.data import idx
+from neuroflow.errors import DataError
+
+DIGIT_CLASSES = [str(d) for d in range(10)]
+# dataset name -> (torchvision class name, class names)
+TORCHVISION = {
+    "mnist": ("MNIST", DIGIT_CLASSES),
+    "fashion-mnist": (
+        "FashionMNIST",
+        ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
+        + ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    ),
+    "kmnist": ("KMNIST", ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]),
+}
+DATASETS = ("digits", *TORCHVISION, "idx")  # checked at the door: click.Choice(DATASETS)
+
+
+@dataclass
+class Part:
+    images: np.ndarray  # (N, H, W) uint8
+    labels: np.ndarray  # (N,) integer class ids
+    origin: str
+    official_test: bool = False
+
+
+@dataclass
+class Source:
+    name: str
+    uri: str  # where the images were read from, recorded as the dataset source
+    parts: list[Part]
+    classes: list[str]
+
+    @property
+    def native_shape(self) -> tuple[int, int]:
+        return self.parts[0].images.shape[1:]
+
+    @property
+    def has_official_test(self) -> bool:
+        return any(p.official_test for p in self.parts)
+
+
+def load_source(name: str, data_dir: str) -> Source:
+    """Open dataset `name`; `data_dir` is where torchvision data lives or the IDX folder."""
+    if name == "digits":
+        return _digits()
+    folder = Path(data_dir).expanduser().resolve()
+    if name in TORCHVISION:
+        return _torchvision(name, folder)
+    if name == "idx":
+        return _idx_folder(folder)
+    raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+
+
+def _digits() -> Source:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # 8x8 images with values 0..16 -> the 0..255 range every other source uses.
+    images = np.rint(bunch.images * (255 / 16)).astype(np.uint8)
+    part = Part(images, bunch.target.astype(np.uint8), "sklearn.datasets.load_digits")
+    return Source("digits", "sklearn.datasets.load_digits", [part], DIGIT_CLASSES)
+
+
+def _idx_folder(folder: Path) -> Source:
+    if not folder.is_dir():
+        raise DataError(f"data_dir {folder} does not exist or is not a folder")
+    pairs = idx.find_pairs(folder)
+    if not pairs:
+        raise DataError(
+            f"data_dir {folder} holds no IDX pairs; expected files like "
+            "train-images-idx3-ubyte[.gz] beside train-labels-idx1-ubyte[.gz]"
+        )
+    parts = [Part(*idx.read_pair(pair), pair.images.name, pair.is_official_test) for pair in pairs]
+    shapes = {p.images.shape[1:] for p in parts}
+    if len(shapes) > 1:
+        raise DataError(f"data_dir {folder} mixes image shapes {sorted(shapes)}; expected one")
+    if all(p.official_test for p in parts):  # a test split alone is split by fraction
+        for part in parts:
+            part.official_test = False
+    n_classes = 1 + max(int(p.labels.max()) for p in parts if len(p.labels))
+    return Source("idx", folder.as_uri(), parts, [str(c) for c in range(n_classes)])
+
+
+def _torchvision(name: str, root: Path) -> Source:
+    """The official train and test IDX files, downloaded into root/<Class>/raw when absent."""
+    import torchvision.datasets
+    from torchvision.datasets.utils import download_url
+
+    class_name, classes = TORCHVISION[name]
+    dataset_cls = getattr(torchvision.datasets, class_name)
+    raw = root / class_name / "raw"
+    for filename, md5 in dataset_cls.resources:
+        if (raw / filename).exists() or (raw / filename.removesuffix(".gz")).exists():
+            continue
+        errors = []
+        for mirror in dataset_cls.mirrors:
+            try:
+                download_url(mirror + filename, str(raw), filename, md5)
+                break
+            except Exception as error:  # network errors come in many types
+                errors.append(f"{mirror}: {type(error).__name__}")
+        else:
+            raise DataError(
+                f"cannot download {name} file {filename} into {raw} ({'; '.join(errors)}); "
+                f"offline, place the IDX files there or use dataset=idx with data_dir"
+            )
+    source = _idx_folder(raw)
+    return Source(name, f"torchvision.datasets.{class_name}", source.parts, classes)

@@ -1,0 +1,40 @@
+"""preprocess: read a source, write the prepared folder and log it with its lineage."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import mlflow
+
+from neuroflow.data.prepared import PrepareConfig, load_prepared, prepare
+from neuroflow.data.sources import load_source
+from neuroflow.tracking.lineage import log_splits, provenance_tags
+from neuroflow.tracking.runs import PREPARED, STEP_TAG, DataRef, log_params_once
+
+
+def preprocess(config: PrepareConfig) -> DataRef:
+    """In the active run: log `prepared/` (see neuroflow.data.prepared) and its three splits
+    as inputs, and return where the next step finds it."""
+    run_id = mlflow.active_run().info.run_id
+    mlflow.set_tags({STEP_TAG: "preprocess", "dataset": config.dataset, **provenance_tags()})
+    log_params_once(asdict(config))
+    source = load_source(config.dataset, config.data_dir)
+    uri = f"runs:/{run_id}/{PREPARED}"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / PREPARED
+        meta = prepare(source, folder, config)
+        mlflow.log_artifacts(str(folder), PREPARED)
+        log_splits(load_prepared(folder, mmap=True), uri)
+    counts = {f"{split}_count": info["count"] for split, info in meta["splits"].items()}
+    mlflow.log_metrics(counts)
+    mlflow.set_tag("data_digest", meta["digest"])
+    return DataRef(run_id, uri, meta["digest"])
+
+
+def preprocess_nested(config: PrepareConfig | None = None) -> DataRef:
+    """Prepare `config` (the defaults unless given) in a run nested under the active one."""
+    config = config or PrepareConfig()
+    with mlflow.start_run(nested=True, run_name="preprocess"):
+        return preprocess(config)

@@ -1,0 +1,25 @@
+"""A multilayer perceptron over flattened pixels."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from neuroflow.models.configs import MLPConfig
+
+
+class MLP(nn.Module):
+    def __init__(self, config: MLPConfig, image_shape: tuple[int, int], num_classes: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]  # (B, 1, H, W) -> (B, H*W)
+        width = image_shape[0] * image_shape[1]
+        for size in config.hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(config.dropout)]
+            width = size
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, num_classes)
+
+    def features(self, x):
+        return self.body(x)  # (B, hidden[-1])
+
+    def forward(self, x):
+        return self.head(self.body(x))  # (B, C)

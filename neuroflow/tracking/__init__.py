@@ -1,0 +1,1 @@
+"""MLflow glue: finding runs, lineage, and logging plots and models."""

@@ -1,0 +1,85 @@
+"""Finding runs and what they logged: how steps hand data to each other through MLflow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from neuroflow.errors import RunLookupError
+from neuroflow.tracking.uris import RUNS_URI
+
+STEP_TAG = "step"  # the entry point a run belongs to: preprocess, train_cnn, ...
+FAMILY_TAG = "family"
+PREPARED = "prepared"  # the artifact folder preprocess logs
+
+
+@dataclass(frozen=True)
+class DataRef:
+    run_id: str
+    uri: str  # runs:/<run id>/prepared
+    digest: str
+
+
+def resolve_data(value: str, experiment_id: str) -> DataRef | None:
+    """The prepared dataset `value` names. For 'latest' that is the newest FINISHED preprocess
+    run of the experiment, or None when it has none."""
+    if value == "latest":
+        run = latest_run("preprocess", experiment_id)
+        if run is None:
+            return None
+        run_id, path = run.info.run_id, PREPARED
+    elif match := RUNS_URI.match(value):
+        run_id, path = match.groups()
+    else:
+        run_id, path = value, PREPARED
+    run = get_run(run_id)
+    step = run.data.tags.get(STEP_TAG)
+    if step != "preprocess":
+        raise RunLookupError(
+            f"run {run_id} is a {step or 'untagged'} run; expected a preprocess run for data"
+        )
+    return DataRef(
+        run_id, f"runs:/{run_id}/{path.rstrip('/')}", run.data.tags.get("data_digest", "")
+    )
+
+
+def get_run(run_id: str):
+    try:
+        return mlflow.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise RunLookupError(
+                f"run {run_id} does not exist in {mlflow.get_tracking_uri()}"
+            ) from None
+        raise
+
+
+def latest_run(step: str, experiment_id: str):
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.{STEP_TAG} = '{step}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return runs[0] if runs else None
+
+
+def log_params_once(params: dict) -> None:
+    """Log params, skipping those `mlflow run` already logged for this run (MLflow refuses to
+    log a param twice with a different string, e.g. '1e-3' then '0.001')."""
+    run = mlflow.active_run()
+    logged = mlflow.get_run(run.info.run_id).data.params
+    fresh = {k: str(v) for k, v in params.items() if k not in logged}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def download(uri: str) -> str:
+    """A local path to the artifact at `uri`, with a one-line error when it does not exist."""
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=uri)
+    except (MlflowException, OSError) as error:
+        raise RunLookupError(f"cannot download {uri}: {str(error).splitlines()[0]}") from None

@@ -1,0 +1,1 @@
+"""Training loops and evaluation. No MLflow here: progress is reported through callbacks."""

@@ -1,0 +1,125 @@
+"""The one training loop every classifier family shares; only the model differs.
+
+The prepared splits sit on the device as whole uint8 tensors and batches are taken by indexing
+a shuffled permutation, so there is no per-item Dataset or DataLoader on the hot path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neuroflow.errors import TrainingError
+from neuroflow.training.config import TrainConfig
+
+EVAL_BATCH = 1024
+OnEpoch = Callable[[dict[str, float], int], None]  # (metrics, epoch) -> None
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    predictions: np.ndarray  # (N,) class ids
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]]  # one dict of metrics per epoch
+    best_epoch: int  # the epoch whose weights the model holds at the end
+    stopped_early: bool
+
+
+def to_device(images: np.ndarray, labels: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W) uint8 images stay uint8 (4x smaller than float); labels become int64."""
+    return torch.from_numpy(images).to(device), torch.from_numpy(labels).long().to(device)
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params, lr, decay = model.parameters(), config.lr, config.weight_decay
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=decay, momentum=0.9, nesterov=True)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+
+
+@torch.inference_mode()
+def evaluate(model, images: torch.Tensor, labels: torch.Tensor) -> Evaluation:
+    model.eval()
+    loss_sum, predictions = 0.0, []
+    for start in range(0, len(labels), EVAL_BATCH):
+        logits = model.logits(images[start : start + EVAL_BATCH])  # (B, C)
+        target = labels[start : start + EVAL_BATCH]
+        loss_sum += F.cross_entropy(logits.float(), target, reduction="sum").item()
+        predictions.append(logits.argmax(dim=1))
+    predicted = torch.cat(predictions)
+    accuracy = (predicted == labels).float().mean().item()
+    return Evaluation(loss_sum / len(labels), accuracy, predicted.cpu().numpy())
+
+
+def fit(model, train, val, config: TrainConfig, on_epoch: OnEpoch | None = None) -> FitResult:
+    """Train `model` on `train` = (images, labels) tensors, pick the epoch with the lowest
+    val_loss, and leave the model holding that epoch's weights."""
+    from tqdm.auto import tqdm
+
+    images, labels = train
+    count = len(labels)
+    steps = math.ceil(count / config.batch_size)
+    if config.max_batches:
+        steps = min(steps, config.max_batches)
+    optimizer = make_optimizer(model, config)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * steps
+    )
+    generator = torch.Generator().manual_seed(config.seed)  # the shuffling order, seeded apart
+    history: list[dict[str, float]] = []
+    best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
+    progress = tqdm(total=config.epochs * steps, desc=model.family, unit="batch", disable=None)
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(count, generator=generator)[: steps * config.batch_size]
+        loss_sum = torch.zeros((), device=images.device)
+        for batch in order.to(images.device).split(config.batch_size):
+            loss = F.cross_entropy(model.logits(images[batch]), labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            loss_sum += loss.detach() * len(batch)
+            progress.update()
+        train_loss = loss_sum.item() / len(order)
+        if not math.isfinite(train_loss):
+            progress.close()
+            raise TrainingError(
+                f"train_loss became {train_loss} in epoch {epoch} (lr={config.lr}); "
+                f"expected a finite loss: lower lr. The last good epoch was {epoch - 1}"
+            )
+        checked = evaluate(model, *val)
+        metrics = {
+            "train_loss": train_loss,
+            "val_loss": checked.loss,
+            "val_accuracy": checked.accuracy,
+        }
+        history.append(metrics)
+        progress.set_postfix(epoch=epoch, **{k: round(v, 4) for k, v in metrics.items()})
+        if on_epoch:
+            on_epoch(metrics, epoch)
+        if checked.loss < best_loss:
+            best_loss, best_epoch, stale = checked.loss, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if config.patience and stale >= config.patience:
+                break
+    progress.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return FitResult(history, best_epoch, stopped_early=len(history) < config.epochs)

@@ -1,0 +1,46 @@
+"""Options every trainer shares, and the device and seed set once before training."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 3e-3  # the peak of a one-cycle schedule
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    seed: int = 0
+    patience: int = 3  # epochs without a better val_loss before stopping; 0 never stops early
+    device: str = "auto"
+    max_batches: int = 0  # train batches per epoch; 0 = all (a small number makes a smoke run)
+
+
+def resolve_device(name: str):
+    """auto picks CUDA when present. Asking for CUDA on a machine without it is an error."""
+    import torch
+
+    from neuroflow.errors import NeuroflowError
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NeuroflowError(
+            "device 'cuda' was asked for but CUDA is not available; use cpu or auto"
+        )
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

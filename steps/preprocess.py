@@ -1,0 +1,62 @@
+"""preprocess: prepare a dataset for every later step.
+
+Produces the artifact folder `prepared/`: train, val and test as uint8 image and label arrays
+plus metadata.json (classes, shape, normalisation, digests, source, params), with each split
+logged as an MLflow input. Later steps read it by URI: runs:/<run id>/prepared.
+"""
+
+from pathlib import Path
+
+import click
+
+from neuroflow import cli
+from neuroflow.data.prepared import PrepareConfig
+from neuroflow.data.sources import DATASETS
+
+DEFAULTS = PrepareConfig()
+
+
+@click.command()
+@click.option("--dataset", type=click.Choice(DATASETS), default=DEFAULTS.dataset, show_default=True)
+@click.option(
+    "--data-dir",
+    default=DEFAULTS.data_dir,
+    show_default=True,
+    help="the IDX folder for dataset=idx; where the MNIST family is downloaded to and read from",
+)
+@click.option("--val-fraction", type=cli.FRACTION, default=DEFAULTS.val_fraction, show_default=True)
+@click.option(
+    "--test-fraction",
+    type=cli.FRACTION,
+    default=DEFAULTS.test_fraction,
+    show_default=True,
+    help="used when the source has no official test split",
+)
+@click.option("--seed", type=cli.NON_NEGATIVE, default=DEFAULTS.seed, show_default=True)
+@click.option(
+    "--image-size", type=click.IntRange(8, 256), default=DEFAULTS.image_size, show_default=True
+)
+def preprocess(**options):
+    """Prepare a dataset and log it as `prepared/`."""
+    config = PrepareConfig(**options)
+    if config.val_fraction + config.test_fraction >= 1:
+        raise click.BadParameter(
+            f"val_fraction + test_fraction = {config.val_fraction + config.test_fraction:g}; "
+            "expected less than 1 so the train split keeps images",
+            param_hint="'--val-fraction' / '--test-fraction'",
+        )
+    if config.dataset == "idx" and not Path(config.data_dir).expanduser().is_dir():
+        raise click.BadParameter(
+            f"{config.data_dir!r} is not a folder; dataset idx needs a folder of IDX files",
+            param_hint="'--data-dir'",
+        )
+    import mlflow
+
+    from neuroflow.jobs.preprocess import preprocess as prepare_and_log
+
+    with mlflow.start_run():
+        prepare_and_log(config)
+
+
+if __name__ == "__main__":
+    cli.run(preprocess)

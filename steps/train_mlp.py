@@ -1,0 +1,40 @@
+"""train_mlp: train the multilayer perceptron on a prepared dataset.
+
+Produces the logged model `model` (pyfunc: raw (B, H, W) pixels in, (B,) class ids out), the
+per-epoch metrics train_loss, val_loss and val_accuracy, test_accuracy and test_loss, and
+plots/loss_curve.png and plots/confusion_matrix.png.
+"""
+
+import click
+
+from neuroflow import cli
+from neuroflow.models.configs import MLPConfig
+from neuroflow.training.config import TrainConfig
+
+DEFAULTS = MLPConfig()
+
+
+@click.command()
+@cli.training_options
+@click.option(
+    "--hidden",
+    default=cli.joined(DEFAULTS.hidden),
+    show_default=True,
+    callback=cli.int_list,
+    help="hidden layer sizes",
+)
+@click.option("--dropout", type=cli.DROPOUT, default=DEFAULTS.dropout, show_default=True)
+def train_mlp(data, hidden, dropout, **training):
+    """Train the MLP and log it as `model`."""
+    import mlflow
+
+    from neuroflow.jobs.train import train_classifier
+
+    with mlflow.start_run():
+        train_classifier(
+            "mlp", MLPConfig(hidden=hidden, dropout=dropout), TrainConfig(**training), data
+        )
+
+
+if __name__ == "__main__":
+    cli.run(train_mlp)

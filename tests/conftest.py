@@ -1,0 +1,74 @@
+"""Fixtures that shrink every test: tiny synthetic images, a throwaway MLflow store, CPU only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST_T10K = ROOT.parent / "shared" / "datasets" / "mnist-t10k"  # real MNIST, present in CI only
+
+
+def synthetic_digits(count: int, size: int = 28, classes: int = 10, seed: int = 0):
+    """(count, size, size) uint8 images whose class is a bright horizontal bar at a
+    class-dependent height, plus noise: easy to learn, impossible to learn without pixels."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % classes
+    rng.shuffle(labels)
+    images = rng.integers(0, 40, size=(count, size, size), dtype=np.uint8)
+    rows = (labels * (size - 2) // max(classes - 1, 1)).astype(int)
+    for image, row in zip(images, rows, strict=True):
+        image[row : row + 2, 2:-2] = 255
+    return images, labels.astype(np.uint8)
+
+
+@pytest.fixture
+def idx_folder(tmp_path: Path) -> Path:
+    """A folder with a train pair (raw IDX) and an official test pair (gzip IDX)."""
+    from neuroflow.data.idx import write_idx
+
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    train_images, train_labels = synthetic_digits(300, seed=1)
+    test_images, test_labels = synthetic_digits(100, seed=2)
+    write_idx(folder / "train-images-idx3-ubyte", train_images)
+    write_idx(folder / "train-labels-idx1-ubyte", train_labels)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", test_images)
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", test_labels)
+    return folder
+
+
+@pytest.fixture
+def tracking(tmp_path: Path, monkeypatch):
+    """A fresh sqlite MLflow store under tmp_path, used by this process and its children."""
+    import mlflow
+
+    store = tmp_path / "store"
+    store.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    monkeypatch.chdir(store)  # the default artifact root ./mlruns lands beside the store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def mnist_t10k() -> Path:
+    if not MNIST_T10K.is_dir():
+        pytest.skip(f"real MNIST not present at {MNIST_T10K}")
+    return MNIST_T10K
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
