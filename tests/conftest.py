@@ -70,5 +70,4 @@ def mnist_t10k() -> Path:
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    monkeypatch.setenv("TQDM_DISABLE", "1")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
