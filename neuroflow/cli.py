@@ -86,14 +86,15 @@ def run(command: click.Command) -> None:
     """Invoke a step. A user error ends it with one line on stderr and a non-zero exit."""
     if not sys.stderr.isatty():  # progress bars only for people watching
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    name = command.name.replace("-", "_")  # the entry point's name, as in MLproject
     try:
-        code = command.main(standalone_mode=False)
+        code = command.main(prog_name=f"python -m steps.{name}", standalone_mode=False)
     except click.ClickException as error:
-        fail(command.name, error.format_message(), error.exit_code)
+        fail(name, error.format_message(), error.exit_code)
     except click.Abort:
-        fail(command.name, "aborted", 1)
+        fail(name, "aborted", 1)
     except NeuroflowError as error:
-        fail(command.name, str(error), 1)
+        fail(name, str(error), 1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

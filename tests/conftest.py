@@ -5,24 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-MNIST_T10K = ROOT.parent / "shared" / "datasets" / "mnist-t10k"  # real MNIST, present in CI only
-
-
-def synthetic_digits(count: int, size: int = 28, classes: int = 10, seed: int = 0):
-    """(count, size, size) uint8 images whose class is a bright horizontal bar at a
-    class-dependent height, plus noise: easy to learn, impossible to learn without pixels."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(count) % classes
-    rng.shuffle(labels)
-    images = rng.integers(0, 40, size=(count, size, size), dtype=np.uint8)
-    rows = (labels * (size - 2) // max(classes - 1, 1)).astype(int)
-    for image, row in zip(images, rows, strict=True):
-        image[row : row + 2, 2:-2] = 255
-    return images, labels.astype(np.uint8)
+from helpers import MNIST_T10K, synthetic_digits
 
 
 @pytest.fixture

@@ -72,7 +72,7 @@ def read_header(path: Path) -> IdxHeader:
         with _open(path) as stream:
             return _parse_header(path, stream)
     except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{path}: unreadable ({error})") from None
+        raise DataError(f"{path}: cannot read an IDX header ({error})") from None
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -113,7 +113,7 @@ def _stream_gzip(path: Path, header: IdxHeader) -> np.ndarray:
 
 def _size_message(path: Path, header: IdxHeader, found: int, at_least: bool = False) -> str:
     shape = "x".join(map(str, header.shape))
-    more = "more than " if at_least else ""
+    more = "at least " if at_least else ""
     return (
         f"{path}: header declares {shape} ({header.nbytes} bytes of data) "
         f"but the file holds {more}{found} bytes; it is truncated or corrupt"

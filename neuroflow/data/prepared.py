@@ -78,10 +78,10 @@ def prepare(source: Source, out_dir: Path, config: PrepareConfig) -> dict:
     if official_test:
         indices["test"] = np.arange(sum(len(p.labels) for p in official_test))
 
-    size, splits = config.image_size, {}
+    size, num_classes, splits = config.image_size, len(source.classes), {}
     for split in SPLITS:
         parts = official_test if split == "test" and official_test else pool
-        splits[split] = _write_split(out_dir, split, parts, indices[split], size)
+        splits[split] = _write_split(out_dir, split, parts, indices[split], size, num_classes)
     mean, std = _pixel_stats(np.load(out_dir / "train-images.npy", mmap_mode="r"))
     meta = {
         "format": FORMAT,
@@ -124,7 +124,9 @@ def load_prepared(folder: Path, mmap: bool = False) -> Prepared:
     return Prepared(images, labels, meta)
 
 
-def _write_split(out_dir: Path, split: str, parts: list[Part], indices, size: int) -> dict:
+def _write_split(
+    out_dir: Path, split: str, parts: list[Part], indices, size: int, num_classes: int
+) -> dict:
     images_path, labels_path = out_dir / f"{split}-images.npy", out_dir / f"{split}-labels.npy"
     images = np.lib.format.open_memmap(images_path, "w+", np.uint8, (len(indices), size, size))
     labels = np.empty(len(indices), np.uint8)
@@ -138,7 +140,7 @@ def _write_split(out_dir: Path, split: str, parts: list[Part], indices, size: in
     del images
     np.save(labels_path, labels)
     sha256 = _sha256([images_path, labels_path])
-    counts = np.bincount(labels).tolist()
+    counts = np.bincount(labels, minlength=num_classes).tolist()
     return {"count": len(indices), "sha256": sha256, "digest": sha256[:16], "class_counts": counts}
 
 

@@ -1,0 +1,141 @@
+"""The step bodies in-process against a throwaway store: what each logs and how data flows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from neuroflow.data.prepared import PrepareConfig, load_prepared
+from neuroflow.errors import RunLookupError
+from neuroflow.jobs.preprocess import preprocess
+from neuroflow.jobs.train import train_classifier
+from neuroflow.models.configs import CNNConfig, MLPConfig
+from neuroflow.training.config import TrainConfig
+
+FAST = TrainConfig(epochs=2, batch_size=64, max_batches=3, device="cpu")
+SMALL_CNN = CNNConfig(channels=(8, 16), hidden=32)
+SMALL_MLP = MLPConfig(hidden=(32,))
+SPLIT_FILES = {
+    f"prepared/{s}-{kind}.npy" for s in ("train", "val", "test") for kind in ("images", "labels")
+}
+
+
+def prepare_idx(folder, **overrides):
+    with mlflow.start_run():
+        return preprocess(PrepareConfig(dataset="idx", data_dir=str(folder), **overrides))
+
+
+def train(family="cnn", data="latest", config=FAST):
+    model_config = SMALL_CNN if family == "cnn" else SMALL_MLP
+    with mlflow.start_run() as run:
+        model_uri = train_classifier(family, model_config, config, data)
+    return mlflow.get_run(run.info.run_id), model_uri
+
+
+@pytest.fixture
+def prepared(tracking, idx_folder):
+    return prepare_idx(idx_folder)
+
+
+def test_preprocess_logs_the_prepared_folder_and_its_lineage(prepared):
+    run = mlflow.get_run(prepared.run_id)
+    assert run.data.tags["step"] == "preprocess"
+    assert run.data.tags["data_digest"] == prepared.digest
+    assert prepared.uri == f"runs:/{prepared.run_id}/prepared"
+    listed = {f.path for f in MlflowClient().list_artifacts(prepared.run_id, "prepared")}
+    assert listed == SPLIT_FILES | {"prepared/metadata.json"}
+    assert run.data.metrics["test_count"] == 100  # the official t10k pair, whole
+    assert run.data.metrics["train_count"] + run.data.metrics["val_count"] == 300
+    assert run.data.params["dataset"] == "idx" and run.data.params["seed"] == "0"
+    contexts = {
+        i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"]
+        for i in run.inputs.dataset_inputs
+    }
+    assert contexts == {"idx-train": "training", "idx-val": "validation", "idx-test": "testing"}
+
+
+def test_train_logs_metrics_plots_model_and_lineage(prepared):
+    run, model_uri = train("cnn", prepared.run_id)
+    run_id = run.info.run_id
+    assert run.data.tags["step"] == "train_cnn" and run.data.tags["family"] == "cnn"
+    assert run.data.tags["model_uri"] == model_uri
+    assert run.data.params["data_uri"] == prepared.uri
+    assert run.data.params["data_digest"] == prepared.digest
+    assert run.data.params["channels"] == "8,16"
+    for key in ("train_loss", "val_loss", "val_accuracy"):
+        history = MlflowClient().get_metric_history(run_id, key)
+        assert [m.step for m in history] == [1, 2]
+    assert 0 <= run.data.metrics["test_accuracy"] <= 1
+    plots = {f.path for f in MlflowClient().list_artifacts(run_id, "plots")}
+    assert plots == {"plots/loss_curve.png", "plots/confusion_matrix.png"}
+    digests = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
+    source_run = mlflow.get_run(prepared.run_id)
+    assert digests == {i.dataset.name: i.dataset.digest for i in source_run.inputs.dataset_inputs}
+
+
+def test_logged_model_predicts_labels_from_raw_pixels(prepared):
+    run, model_uri = train("cnn", prepared.run_id, TrainConfig(epochs=3, device="cpu"))
+    data = load_prepared(Path(mlflow.artifacts.download_artifacts(prepared.uri)))
+    model = mlflow.pyfunc.load_model(model_uri)
+    assert model.metadata.get_input_schema().inputs[0].shape == (-1, 28, 28)
+    predicted = model.predict(data.images["test"].astype(np.float32))
+    assert predicted.shape == (100,) and predicted.dtype == np.int64
+    accuracy = float((predicted == data.labels["test"]).mean())
+    assert accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-6)
+    assert accuracy > 0.5  # chance is 0.1: the model really reads the raw pixels
+
+
+def test_latest_is_the_newest_finished_preprocess_run(tracking, idx_folder):
+    prepare_idx(idx_folder, seed=1)
+    newest = prepare_idx(idx_folder, seed=2)
+    with mlflow.start_run() as failed:
+        mlflow.set_tag("step", "preprocess")
+    MlflowClient().set_terminated(failed.info.run_id, "FAILED")
+    run, _ = train("mlp", "latest")
+    assert run.data.params["data_run_id"] == newest.run_id
+
+
+def test_latest_on_an_empty_store_prepares_digits_in_a_nested_run(tracking):
+    run, _ = train("mlp", "latest")
+    children = mlflow.search_runs(
+        filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'", output_format="list"
+    )
+    assert len(children) == 1
+    child = children[0]
+    assert child.data.tags["step"] == "preprocess" and child.data.params["dataset"] == "digits"
+    assert child.info.status == "FINISHED"
+    assert run.data.params["data_run_id"] == child.info.run_id
+
+
+def test_data_that_is_not_a_prepared_dataset_is_refused(prepared):
+    missing = "0" * 32
+    with pytest.raises(RunLookupError, match=f"run {missing} does not exist"):
+        train("mlp", missing)
+    trained, _ = train("mlp", prepared.run_id)
+    with pytest.raises(RunLookupError, match="is a train_mlp run; expected a preprocess run"):
+        train("mlp", trained.info.run_id)
+    with pytest.raises(RunLookupError, match=f"cannot download runs:/{prepared.run_id}/nothing"):
+        train("mlp", f"runs:/{prepared.run_id}/nothing")
+
+
+def test_same_seed_gives_identical_metrics(prepared):
+    first, _ = train("cnn", prepared.run_id)
+    second, _ = train("cnn", prepared.run_id)
+    client = MlflowClient()
+    for key in ("train_loss", "val_loss", "val_accuracy"):
+        one = [m.value for m in client.get_metric_history(first.info.run_id, key)]
+        two = [m.value for m in client.get_metric_history(second.info.run_id, key)]
+        assert one == two
+    assert first.data.metrics["test_accuracy"] == second.data.metrics["test_accuracy"]
+
+
+def test_params_mlflow_run_already_logged_are_kept(prepared):
+    with mlflow.start_run() as run:
+        mlflow.log_param("lr", "3e-3")  # as `mlflow run -P lr=3e-3` logs it
+        config = TrainConfig(epochs=1, lr=3e-3, max_batches=2, device="cpu")
+        train_classifier("mlp", SMALL_MLP, config, prepared.run_id)
+    assert mlflow.get_run(run.info.run_id).data.params["lr"] == "3e-3"

@@ -1,0 +1,154 @@
+"""End to end through the real `mlflow run` CLI, from an empty folder with a fresh store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from helpers import ROOT, mlflow_run, synthetic_digits
+from neuroflow.data.prepared import load_prepared
+from neuroflow.tracking.lineage import git_state
+
+pytestmark = pytest.mark.slow
+
+
+class Store:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.uri = f"sqlite:///{folder / 'mlflow.db'}"
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    def run(self, entry_point: str, **params):
+        return mlflow_run(entry_point, self.folder, self.uri, **params)
+
+    def get(self, run_id: str):
+        return self.client.get_run(run_id)
+
+    def runs(self, filter_string: str = ""):
+        return self.client.search_runs(["0"], filter_string)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> tuple[Store, str]:
+    """An empty folder where `mlflow run . -e preprocess` has run once."""
+    store = Store(tmp_path_factory.mktemp("digits"))
+    result = store.run("preprocess")
+    assert result.returncode == 0, result.stderr
+    return store, result.run_id
+
+
+@pytest.fixture
+def use_store():
+    def use(store: Store):
+        mlflow.set_tracking_uri(store.uri)
+
+    yield use
+    mlflow.set_tracking_uri(None)
+
+
+def test_preprocess_then_train_cnn_on_the_default_digits(digits, use_store):
+    store, preprocess_id = digits
+    result = store.run("train_cnn")
+    assert result.returncode == 0, result.stderr
+    run = store.get(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data_run_id"] == preprocess_id
+    assert run.data.metrics["test_accuracy"] >= 0.95
+    commit, _ = git_state(ROOT)
+    assert run.data.tags["git_commit"] == commit
+    assert run.data.tags["versions.torch"].startswith("2.14.1")
+
+    use_store(store)
+    data = load_prepared(
+        Path(mlflow.artifacts.download_artifacts(f"runs:/{preprocess_id}/prepared"))
+    )
+    model = mlflow.pyfunc.load_model(run.data.tags["model_uri"])
+    predicted = model.predict(data.images["test"].astype(np.float32))  # raw 0..255 pixels
+    accuracy = (predicted == data.labels["test"]).mean()
+    assert accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-6)
+
+
+def test_same_seed_same_metrics_through_mlflow_run(digits):
+    store, preprocess_id = digits
+    runs = [store.run("train_mlp", data=preprocess_id, epochs=3) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    histories = [
+        {key: [m.value for m in store.client.get_metric_history(r.run_id, key)] for key in KEYS}
+        for r in runs
+    ]
+    assert histories[0] == histories[1]
+    assert len(histories[0]["val_loss"]) == 3
+
+
+KEYS = ("train_loss", "val_loss", "val_accuracy", "test_accuracy")
+
+
+def test_train_mlp_alone_on_a_fresh_store_prepares_its_data(tmp_path):
+    store = Store(tmp_path)
+    result = store.run("train_mlp", epochs=2)
+    assert result.returncode == 0, result.stderr
+    (child,) = store.runs(f"tags.mlflow.parentRunId = '{result.run_id}'")
+    assert child.data.tags["step"] == "preprocess" and child.info.status == "FINISHED"
+    run = store.get(result.run_id)
+    assert run.data.params["data_run_id"] == child.info.run_id
+    assert run.data.metrics["test_accuracy"] > 0.8
+
+
+def corrupt_folders(root: Path) -> dict[str, Path]:
+    from neuroflow.data.idx import write_idx
+
+    images, labels = synthetic_digits(50)
+    folders = {name: root / name for name in ("empty", "truncated", "mismatched", "not_idx")}
+    for folder in folders.values():
+        folder.mkdir()
+    write_idx(folders["truncated"] / "train-images-idx3-ubyte", images)
+    write_idx(folders["truncated"] / "train-labels-idx1-ubyte", labels)
+    raw = folders["truncated"] / "train-images-idx3-ubyte"
+    raw.write_bytes(raw.read_bytes()[:-100])
+    write_idx(folders["mismatched"] / "train-images-idx3-ubyte.gz", images)
+    write_idx(folders["mismatched"] / "train-labels-idx1-ubyte.gz", labels[:-1])
+    (folders["not_idx"] / "train-images-idx3-ubyte").write_text("hello")
+    write_idx(folders["not_idx"] / "train-labels-idx1-ubyte", labels)
+    return folders
+
+
+BAD_INPUTS = [
+    ("preprocess", {"dataset": "cifar"}, "'cifar' is not one of"),
+    ("preprocess", {"dataset": "idx", "data_dir": "{missing}"}, "missing' is not a folder"),
+    ("preprocess", {"dataset": "idx", "data_dir": "{empty}"}, "holds no IDX pairs"),
+    ("preprocess", {"dataset": "idx", "data_dir": "{truncated}"}, "truncated or corrupt"),
+    ("preprocess", {"dataset": "idx", "data_dir": "{mismatched}"}, "50 images but"),
+    ("preprocess", {"dataset": "idx", "data_dir": "{not_idx}"}, "not an IDX file"),
+    ("train_cnn", {"epochs": -1}, "-1 is not in the range x>=1"),
+    ("train_cnn", {"lr": "abc"}, "'abc' is not a valid float"),
+    ("train_mlp", {"data": "0" * 32}, f"run {'0' * 32} does not exist"),
+]
+
+
+@pytest.mark.parametrize(("entry_point", "params", "message"), BAD_INPUTS)
+def test_bad_input_fails_the_run_with_one_line(tmp_path, entry_point, params, message):
+    folders = {**corrupt_folders(tmp_path), "missing": tmp_path / "missing"}
+    params = {key: str(value).format(**folders) for key, value in params.items()}
+    store = Store(tmp_path)
+    result = store.run(entry_point, **params)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    (line,) = result.error_lines()
+    assert line.startswith(f"{entry_point}: error: ") and message in line
+    assert store.get(result.run_id).info.status == "FAILED"
+
+
+def test_real_mnist_split_by_fraction(mnist_t10k, tmp_path):
+    store = Store(tmp_path)
+    prepared = store.run("preprocess", dataset="idx", data_dir=mnist_t10k)
+    assert prepared.returncode == 0, prepared.stderr
+    assert store.get(prepared.run_id).data.metrics["test_count"] == 2000  # 20% of 10,000
+    floors = {"train_cnn": 0.97, "train_mlp": 0.94}
+    for entry_point, floor in floors.items():
+        result = store.run(entry_point)
+        assert result.returncode == 0, result.stderr
+        assert store.get(result.run_id).data.metrics["test_accuracy"] >= floor, entry_point
