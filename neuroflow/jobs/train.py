@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def train_classifier(family: str, model_config, config: TrainConfig, data: str) 
     device = resolve_device(config.device)
 
     ref = resolve_data(data, run.info.experiment_id) or preprocess_nested()
-    prepared = load_prepared(Path(download(ref.uri)))
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = load_prepared(Path(download(ref.uri, tmp)))  # read whole into memory
     mlflow.log_params(
         {"data_uri": ref.uri, "data_run_id": ref.run_id, "data_digest": prepared.digest}
     )

@@ -77,9 +77,9 @@ def log_params_once(params: dict) -> None:
         mlflow.log_params(fresh)
 
 
-def download(uri: str) -> str:
-    """A local path to the artifact at `uri`, with a one-line error when it does not exist."""
+def download(uri: str, dst_path: str) -> str:
+    """Download the artifact at `uri` into `dst_path`; a one-line error when it does not exist."""
     try:
-        return mlflow.artifacts.download_artifacts(artifact_uri=uri)
+        return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst_path)
     except (MlflowException, OSError) as error:
         raise RunLookupError(f"cannot download {uri}: {str(error).splitlines()[0]}") from None
