@@ -13,7 +13,8 @@ from dataclasses import fields
 import click
 
 from neuroflow.errors import NeuroflowError
-from neuroflow.tracking.uris import check_data_value
+from neuroflow.families import metric_for
+from neuroflow.tracking.uris import RUN_ID, check_data_value
 from neuroflow.training.config import DEVICES, OPTIMIZERS, TrainConfig
 
 POSITIVE = click.IntRange(min=1)
@@ -44,6 +45,19 @@ def check_data(ctx, param, value: str) -> str:
         raise click.BadParameter(str(error)) from None
 
 
+def check_run_id(value: str, option: str) -> str:
+    if not RUN_ID.match(value):
+        raise click.BadParameter(f"{value!r} is not a 32-character run id", param_hint=option)
+    return value
+
+
+def check_metric(family: str, metric: str) -> None:
+    try:
+        metric_for(family, metric)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'--metric'") from None
+
+
 _TRAIN_TYPES = {
     "epochs": POSITIVE,
     "batch_size": POSITIVE,
@@ -52,6 +66,7 @@ _TRAIN_TYPES = {
     "weight_decay": click.FloatRange(min=0),
     "seed": NON_NEGATIVE,
     "patience": NON_NEGATIVE,
+    "grad_clip": click.FloatRange(min=0),
     "device": click.Choice(DEVICES),
     "max_batches": NON_NEGATIVE,
 }
@@ -60,26 +75,35 @@ _TRAIN_HELP = {
     "patience": "epochs without a lower val_loss before stopping; 0 never stops early",
     "device": "auto picks CUDA when present",
     "max_batches": "train batches per epoch; 0 = all",
+    "grad_clip": "clip the gradient norm to this; 0 = no clipping",
 }
 
 
-def training_options(command):
-    """--data plus every TrainConfig field as an option, defaults taken from TrainConfig."""
-    for field in reversed(fields(TrainConfig)):
-        command = click.option(
-            f"--{field.name.replace('_', '-')}",
-            type=_TRAIN_TYPES[field.name],
-            default=field.default,
+def training_options(**defaults):
+    """--data plus every TrainConfig field as an option. Defaults come from TrainConfig, except
+    those a family overrides, e.g. training_options(grad_clip=1.0)."""
+    unknown = set(defaults) - {field.name for field in fields(TrainConfig)}
+    if unknown:
+        raise TypeError(f"not TrainConfig fields: {sorted(unknown)}")
+
+    def decorate(command):
+        for field in reversed(fields(TrainConfig)):
+            command = click.option(
+                f"--{field.name.replace('_', '-')}",
+                type=_TRAIN_TYPES[field.name],
+                default=defaults.get(field.name, field.default),
+                show_default=True,
+                help=_TRAIN_HELP.get(field.name),
+            )(command)
+        return click.option(
+            "--data",
+            default="latest",
             show_default=True,
-            help=_TRAIN_HELP.get(field.name),
+            callback=check_data,
+            help="preprocess run id, runs:/<run id>/prepared, or latest",
         )(command)
-    return click.option(
-        "--data",
-        default="latest",
-        show_default=True,
-        callback=check_data,
-        help="preprocess run id, runs:/<run id>/prepared, or latest",
-    )(command)
+
+    return decorate
 
 
 def run(command: click.Command) -> None:

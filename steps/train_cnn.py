@@ -15,7 +15,7 @@ DEFAULTS = CNNConfig()
 
 
 @click.command()
-@cli.training_options
+@cli.training_options()
 @click.option(
     "--channels",
     default=cli.joined(DEFAULTS.channels),

@@ -15,7 +15,7 @@ DEFAULTS = MLPConfig()
 
 
 @click.command()
-@cli.training_options
+@cli.training_options()
 @click.option(
     "--hidden",
     default=cli.joined(DEFAULTS.hidden),

@@ -13,12 +13,13 @@ from neuroflow.data.prepared import PrepareConfig, load_prepared
 from neuroflow.errors import RunLookupError
 from neuroflow.jobs.preprocess import preprocess
 from neuroflow.jobs.train import train_classifier
-from neuroflow.models.configs import CNNConfig, MLPConfig
+from neuroflow.models.configs import CNNConfig, MLPConfig, RNNConfig
 from neuroflow.training.config import TrainConfig
 
 FAST = TrainConfig(epochs=2, batch_size=64, max_batches=3, device="cpu")
 SMALL_CNN = CNNConfig(channels=(8, 16), hidden=32)
 SMALL_MLP = MLPConfig(hidden=(32,))
+SMALL = {"cnn": SMALL_CNN, "mlp": SMALL_MLP, "rnn": RNNConfig(cell="gru", hidden_size=16)}
 SPLIT_FILES = {
     f"prepared/{s}-{kind}.npy" for s in ("train", "val", "test") for kind in ("images", "labels")
 }
@@ -30,9 +31,8 @@ def prepare_idx(folder, **overrides):
 
 
 def train(family="cnn", data="latest", config=FAST):
-    model_config = SMALL_CNN if family == "cnn" else SMALL_MLP
     with mlflow.start_run() as run:
-        model_uri = train_classifier(family, model_config, config, data)
+        model_uri = train_classifier(family, SMALL[family], config, data)
     return mlflow.get_run(run.info.run_id), model_uri
 
 
@@ -139,3 +139,15 @@ def test_params_mlflow_run_already_logged_are_kept(prepared):
         config = TrainConfig(epochs=1, lr=3e-3, max_batches=2, device="cpu")
         train_classifier("mlp", SMALL_MLP, config, prepared.run_id)
     assert mlflow.get_run(run.info.run_id).data.params["lr"] == "3e-3"
+
+
+def test_rnn_logs_like_every_other_classifier(prepared):
+    run, model_uri = train(
+        "rnn", prepared.run_id, TrainConfig(epochs=2, grad_clip=1.0, device="cpu")
+    )
+    assert run.data.tags["family"] == "rnn" and run.data.tags["step"] == "train_rnn"
+    assert run.data.params["cell"] == "gru" and run.data.params["grad_clip"] == "1.0"
+    model = mlflow.pyfunc.load_model(model_uri)
+    assert model.metadata.get_input_schema().inputs[0].shape == (-1, 28, 28)
+    images = np.zeros((3, 28, 28), np.float32)
+    assert model.predict(images).shape == (3,)

@@ -126,6 +126,14 @@ BAD_INPUTS = [
     ("train_cnn", {"epochs": -1}, "-1 is not in the range x>=1"),
     ("train_cnn", {"lr": "abc"}, "'abc' is not a valid float"),
     ("train_mlp", {"data": "0" * 32}, f"run {'0' * 32} does not exist"),
+    ("train_rnn", {"cell": "transformer"}, "'transformer' is not one of"),
+    ("train_dcgan", {"loss": "hinge"}, "'hinge' is not one of"),
+    ("train_dcgan", {"latent_dim": 0}, "0 is not in the range x>=1"),
+    (
+        "train_dcgan",
+        {"evaluator": "models:/nothing@champion"},
+        "evaluator models:/nothing@champion",
+    ),
 ]
 
 
@@ -152,3 +160,42 @@ def test_real_mnist_split_by_fraction(mnist_t10k, tmp_path):
         result = store.run(entry_point)
         assert result.returncode == 0, result.stderr
         assert store.get(result.run_id).data.metrics["test_accuracy"] >= floor, entry_point
+
+
+@pytest.mark.parametrize(("cell", "floor"), [("lstm", 0.93), ("gru", 0.93)])
+def test_train_rnn_on_the_default_digits(digits, cell, floor):
+    store, preprocess_id = digits
+    result = store.run("train_rnn", cell=cell)
+    assert result.returncode == 0, result.stderr
+    run = store.get(result.run_id)
+    assert run.data.params["cell"] == cell and run.data.params["data_run_id"] == preprocess_id
+    assert run.data.metrics["test_accuracy"] >= floor
+
+
+def test_train_dcgan_with_its_defaults_learns_the_digits(digits):
+    """The whole default run: FID must fall clearly and every class must appear."""
+    store, _ = digits
+    result = store.run("train_dcgan")
+    assert result.returncode == 0, result.stderr
+    run = store.get(result.run_id)
+    fid = [m.value for m in store.client.get_metric_history(result.run_id, "fid")]
+    assert len(fid) == int(run.data.params["epochs"])
+    assert fid[-1] < fid[0] / 4, fid
+    assert run.data.metrics["class_coverage"] >= 0.8
+    (quick,) = store.runs(f"tags.mlflow.parentRunId = '{result.run_id}' and tags.family = 'cnn'")
+    assert run.data.params["evaluator_uri"] == quick.data.tags["model_uri"]
+    samples = {f.path for f in store.client.list_artifacts(result.run_id, "samples")}
+    assert "samples/final.png" in samples and len(samples) == len(fid) + 1
+
+
+def test_train_dcgan_with_wgan_gp_is_judged_the_same_way(digits):
+    store, preprocess_id = digits
+    evaluator = store.run("train_cnn", data=preprocess_id, epochs=2)
+    assert evaluator.returncode == 0, evaluator.stderr
+    evaluator_uri = store.get(evaluator.run_id).data.tags["model_uri"]
+    result = store.run("train_dcgan", loss="wgan-gp", epochs=3, evaluator=evaluator_uri)
+    assert result.returncode == 0, result.stderr
+    run = store.get(result.run_id)
+    assert run.data.params["evaluator_uri"] == evaluator_uri
+    for key in ("fid", "inception_score", "class_coverage"):
+        assert len(store.client.get_metric_history(result.run_id, key)) == 3

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from neuroflow.models.classifier import ImageClassifier, Standardize
-from neuroflow.models.configs import CNNConfig, MLPConfig
+from neuroflow.models.configs import RNN_CELLS, CNNConfig, MLPConfig, RNNConfig
 from neuroflow.models.families import CLASSIFIERS, build_classifier
 
 MEAN, STD = 0.1307, 0.3081  # MNIST's pixel statistics, as preprocessing measures them
@@ -17,8 +17,9 @@ CLASSES = list(range(10))
 SMALL = {  # narrow enough that every test builds in milliseconds
     "mlp": MLPConfig(hidden=(32, 16)),
     "cnn": CNNConfig(channels=(4, 8), hidden=24),
+    "rnn": RNNConfig(hidden_size=12),
 }
-FEATURE_WIDTH = {"mlp": 16, "cnn": 24}  # hidden[-1] for the MLP, hidden for the CNN
+FEATURE_WIDTH = {"mlp": 16, "cnn": 24, "rnn": 12}  # the width of the penultimate layer
 
 
 def small_classifier(family: str, image_shape=(28, 28)) -> ImageClassifier:
@@ -107,7 +108,7 @@ def test_standardize_keeps_mean_and_std_in_the_state_dict():
 def test_config_stored_on_the_module_rebuilds_the_same_architecture(family):
     model = small_classifier(family)
     stored = json.loads(json.dumps(model.config))  # as a logged model keeps it: lists, not tuples
-    assert any(isinstance(value, list) for value in stored.values())
+    assert family == "rnn" or any(isinstance(value, list) for value in stored.values())
     rebuilt = build_classifier(family, stored, (28, 28), MEAN, STD, CLASSES)
     assert rebuilt.family == model.family == family
     assert rebuilt.config == model.config
@@ -148,3 +149,29 @@ def test_images_of_other_sizes(family, image_shape, layout):
         assert model(x).shape == (4,)
         assert model.features(x).shape == (4, FEATURE_WIDTH[family])
     assert model.classes == classes
+
+
+@pytest.mark.parametrize("cell", RNN_CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_rnn_reads_one_row_per_step(cell, bidirectional):
+    config = RNNConfig(cell=cell, hidden_size=10, num_layers=2, bidirectional=bidirectional)
+    model = build_classifier("rnn", config, (20, 12), MEAN, STD, CLASSES).eval()
+    assert model.net.rnn.input_size == 12  # a row of 12 pixels per step
+    with torch.no_grad():
+        features = model.features(raw_pixels(3, (20, 12)))
+    assert features.shape == (3, 20 if bidirectional else 10)
+
+
+def test_rnn_output_depends_on_the_first_row():
+    """The last step's state must carry what the first row showed."""
+    model = small_classifier("rnn")
+    pixels = raw_pixels(2)
+    changed = pixels.clone()
+    changed[:, 0] = 255 - changed[:, 0]
+    with torch.no_grad():
+        assert not torch.allclose(model.logits(pixels), model.logits(changed))
+
+
+def test_unknown_rnn_cell_is_refused():
+    with pytest.raises(ValueError, match="unknown cell 'transformer'"):
+        build_classifier("rnn", RNNConfig(cell="transformer"), (28, 28), MEAN, STD, CLASSES)

@@ -26,7 +26,7 @@ MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())
 CLICK_TYPES = {
     "int": click.types.IntParamType,
     "float": click.types.FloatParamType,
-    "string": (click.types.StringParamType, click.Choice),
+    "string": (click.types.StringParamType, click.Choice, click.types.BoolParamType),
 }
 
 

@@ -20,3 +20,26 @@ class CNNConfig:
     channels: tuple[int, ...] = (32, 64)  # one conv-BN-ReLU-pool block each: 28 -> 14 -> 7
     dropout: float = 0.25
     hidden: int = 128  # width of the penultimate layer, the feature space FID is measured in
+
+
+RNN_CELLS = ("lstm", "gru", "rnn")
+
+
+@dataclass(frozen=True)
+class RNNConfig:
+    cell: str = "lstm"  # one of RNN_CELLS; a plain rnn forgets the top rows by the last step
+    hidden_size: int = 128
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0  # between stacked layers, and before the head
+
+
+UPSAMPLES = ("nearest", "transposed")
+
+
+@dataclass(frozen=True)
+class DCGANConfig:
+    latent_dim: int = 100  # Radford et al.'s z
+    width: int = 32  # channels of G's last and D's first block; 64 is 3x slower on a CPU
+    upsample: str = "nearest"  # nearest + conv avoids the checkerboard of transposed convs
+    dropout: float = 0.3  # in the discriminator, so it cannot memorise a small dataset

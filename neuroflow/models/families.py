@@ -6,12 +6,14 @@ from dataclasses import asdict
 
 from neuroflow.models.classifier import ImageClassifier, Standardize
 from neuroflow.models.cnn import CNN
-from neuroflow.models.configs import CNNConfig, MLPConfig
+from neuroflow.models.configs import CNNConfig, MLPConfig, RNNConfig
 from neuroflow.models.mlp import MLP
+from neuroflow.models.rnn import RNN
 
 CLASSIFIERS = {
     "mlp": (MLPConfig, MLP),
     "cnn": (CNNConfig, CNN),
+    "rnn": (RNNConfig, RNN),
 }
 
 

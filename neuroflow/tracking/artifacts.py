@@ -70,11 +70,58 @@ def log_classifier(model, examples: np.ndarray):
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, height, width))]),
         outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),
     )
+    return _log_model(model.cpu().eval(), signature, examples.astype(np.float32))
+
+
+def _log_model(model, signature, example):
+    """mlflow.pytorch.log_model, pickled with our code packed beside it: loading gives back the
+    module itself (the DCGAN's evaluator needs the classifier's feature layer, which a pt2
+    graph does not expose), and it loads and serves with only torch, numpy and mlflow."""
     return mlflow.pytorch.log_model(
-        model.cpu().eval(),
+        model,
         name=MODEL_NAME,
+        serialization_format="pickle",
         signature=signature,
-        input_example=examples.astype(np.float32),
+        input_example=example,
         code_paths=[str(Path(neuroflow.__file__).parent)],
         pip_requirements=serving_requirements(),
     )
+
+
+def log_grid(pixels, path: str, columns: int = 8) -> None:
+    """Log (N, H, W) pixels in 0..255 as one PNG grid, a 2-pixel white gap between images."""
+    from torchvision.utils import make_grid
+
+    grid = make_grid(pixels.unsqueeze(1).cpu() / 255, nrow=columns, padding=2, pad_value=1.0)
+    mlflow.log_image((grid[0] * 255).round().byte().numpy(), artifact_file=path)
+
+
+def log_gan_curves(curves: list[dict[str, float]], path: str = "plots/gan_curves.png") -> None:
+    epochs = range(1, len(curves) + 1)
+    figure = _figure(13, 3.5)
+    losses, distance, coverage = figure.subplots(1, 3)
+    for key in ("d_loss", "g_loss"):
+        losses.plot(epochs, [c[key] for c in curves], marker="o", label=key)
+    losses.set(xlabel="epoch", title="losses")
+    losses.legend()
+    distance.plot(epochs, [c["fid"] for c in curves], marker="o", color="tab:red")
+    distance.set(xlabel="epoch", title="fid (lower is better)")
+    coverage.plot(epochs, [c["class_coverage"] for c in curves], marker="o", label="coverage")
+    coverage.plot(epochs, [c["inception_score"] / 10 for c in curves], marker="o", label="IS / 10")
+    coverage.set(xlabel="epoch", title="class coverage, inception score", ylim=(0, 1.05))
+    coverage.legend()
+    mlflow.log_figure(figure, path)
+
+
+def log_generator(model, latent_dim: int):
+    """Log an ImageGenerator: (B, latent_dim) float32 latents in, (B, H, W) float32 pixels out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    height, width = model.generator.start[1] * 4, model.generator.start[2] * 4
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, latent_dim))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, height, width))]),
+    )
+    example = np.random.default_rng(0).standard_normal((2, latent_dim)).astype(np.float32)
+    return _log_model(model, signature, example)

@@ -91,6 +91,8 @@ def fit(model, train, val, config: TrainConfig, on_epoch: OnEpoch | None = None)
             loss = F.cross_entropy(model.logits(images[batch]), labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             schedule.step()
             loss_sum += loss.detach() * len(batch)

@@ -18,6 +18,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     patience: int = 3  # epochs without a better val_loss before stopping; 0 never stops early
+    grad_clip: float = 0.0  # max gradient norm; 0 = no clipping (train_rnn clips by default)
     device: str = "auto"
     max_batches: int = 0  # train batches per epoch; 0 = all (a small number makes a smoke run)
 
@@ -44,3 +45,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+GAN_LOSSES = ("bce", "wgan-gp")
+
+
+@dataclass(frozen=True)
+class GANTrainConfig:
+    loss: str = "bce"  # non-saturating GAN loss; wgan-gp is the remedy for mode collapse
+    epochs: int = 40  # about 800 generator steps on the 1,259 default digits
+    batch_size: int = 64
+    lr: float = 2e-4  # Adam with betas (beta1, 0.999), as Radford et al.
+    beta1: float = 0.5
+    n_critic: int = 5  # critic steps per generator step, wgan-gp only
+    seed: int = 0
+    device: str = "auto"
+    max_batches: int = 0  # batches per epoch; 0 = all

@@ -1,0 +1,149 @@
+"""train_dcgan: a DCGAN trained and judged by FID, inception score and class coverage."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import mlflow
+import torch
+from mlflow.exceptions import MlflowException
+
+from neuroflow.data.prepared import Prepared, load_prepared
+from neuroflow.errors import NeuroflowError, RunLookupError
+from neuroflow.jobs.preprocess import preprocess_nested
+from neuroflow.jobs.train import train_classifier
+from neuroflow.models.classifier import ImageClassifier
+from neuroflow.models.configs import CNNConfig, DCGANConfig
+from neuroflow.models.dcgan import (
+    Discriminator,
+    Generator,
+    ImageGenerator,
+    check_image_shape,
+    init_weights,
+)
+from neuroflow.tracking import artifacts
+from neuroflow.tracking.lineage import log_splits, provenance_tags
+from neuroflow.tracking.registry import CHAMPION, default_model_name
+from neuroflow.tracking.runs import (
+    FAMILY_TAG,
+    STEP_TAG,
+    DataRef,
+    download,
+    log_params_once,
+    resolve_data,
+)
+from neuroflow.training.config import GANTrainConfig, TrainConfig, resolve_device, seed_everything
+from neuroflow.training.gan import fit_gan
+from neuroflow.training.sample_quality import judge, score
+
+EVAL_SAMPLES = 2000  # generated images scored per epoch; FID depends on it, so it is fixed
+GRID = 64  # images in each sample grid, from the same latent vectors every epoch
+EVALUATOR_EPOCHS = 5  # for the quick CNN trained when no registered one exists
+
+
+def train_dcgan(model_config: DCGANConfig, config: GANTrainConfig, data: str, evaluator: str):
+    """In the active run: train a DCGAN on the prepared dataset `data` names, score it every
+    epoch with the evaluator classifier, and log samples/, plots/ and `model`. Returns the
+    logged generator's URI."""
+    run = mlflow.active_run()
+    mlflow.set_tags({STEP_TAG: "train_dcgan", FAMILY_TAG: "dcgan", **provenance_tags()})
+    options = {**asdict(model_config), **asdict(config), "data": data, "evaluator": evaluator}
+    log_params_once(options)
+    device = resolve_device(config.device)
+
+    ref = resolve_data(data, run.info.experiment_id) or preprocess_nested()
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = load_prepared(Path(download(ref.uri, tmp)))
+    try:
+        check_image_shape(prepared.image_shape)
+    except ValueError as error:
+        raise NeuroflowError(f"data {ref.uri}: {error}") from None
+    mlflow.log_params(
+        {"data_uri": ref.uri, "data_run_id": ref.run_id, "data_digest": prepared.digest}
+    )
+    log_splits(prepared, ref.uri)
+    judge_model, evaluator_uri = load_evaluator(evaluator, prepared, ref, config)
+    mlflow.log_param("evaluator_uri", evaluator_uri)
+    mlflow.set_tag("evaluator_uri", evaluator_uri)
+
+    seed_everything(config.seed)
+    generator = Generator(model_config, prepared.image_shape).to(device)
+    norm = "batch" if config.loss == "bce" else "layer"
+    critic = Discriminator(model_config, prepared.image_shape, norm).to(device)
+    generator.apply(init_weights)
+    critic.apply(init_weights)
+    served = ImageGenerator(generator, asdict(model_config))
+    judge_model = judge_model.to(device)
+    real = judge(judge_model, torch.from_numpy(prepared.images["test"]).to(device))
+    latents = torch.Generator().manual_seed(config.seed)
+    grid_z = torch.randn(GRID, model_config.latent_dim, generator=latents).to(device)
+    eval_z = torch.randn(EVAL_SAMPLES, model_config.latent_dim, generator=latents).to(device)
+    curves: list[dict[str, float]] = []
+
+    def on_epoch(losses: dict[str, float], epoch: int) -> None:
+        scores = score(sample(served, eval_z), judge_model, real)
+        mlflow.log_metrics({**losses, **scores}, step=epoch)
+        artifacts.log_grid(sample(served, grid_z), f"samples/epoch_{epoch:03d}.png")
+        curves.append({**losses, **scores})
+
+    fit_gan(
+        generator,
+        critic,
+        torch.from_numpy(prepared.images["train"]).to(device),
+        config,
+        model_config.latent_dim,
+        on_epoch,
+    )
+    artifacts.log_grid(sample(served, grid_z), "samples/final.png")
+    artifacts.log_gan_curves(curves)
+    info = artifacts.log_generator(served.cpu().eval(), model_config.latent_dim)
+    mlflow.set_tag("model_uri", info.model_uri)
+    return info.model_uri
+
+
+@torch.inference_mode()
+def sample(served: ImageGenerator, latents: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) float pixels in 0..255 for (N, latent_dim) latent vectors, in eval mode."""
+    was_training = served.training
+    served.eval()
+    images = torch.cat([served(z) for z in latents.split(1000)])
+    served.train(was_training)
+    return images
+
+
+def load_evaluator(value: str, prepared: Prepared, ref: DataRef, config: GANTrainConfig):
+    """(classifier, its model URI). `value` names one; empty means the registered CNN champion
+    for this dataset, or else a quick CNN trained now in a nested run."""
+    if value:
+        return _checked(_load(value), value, prepared), value
+    value = f"models:/{default_model_name(prepared.meta['dataset'], 'cnn')}@{CHAMPION}"
+    try:
+        return _checked(_load(value), value, prepared), value
+    except RunLookupError:
+        with mlflow.start_run(nested=True, run_name="evaluator"):
+            mlflow.set_tag("purpose", "dcgan evaluator")
+            quick = TrainConfig(epochs=EVALUATOR_EPOCHS, seed=config.seed, device=config.device)
+            value = train_classifier("cnn", CNNConfig(), quick, ref.run_id)
+        return _checked(_load(value), value, prepared), value
+
+
+def _load(uri: str):
+    try:
+        return mlflow.pytorch.load_model(uri, map_location="cpu")
+    except (MlflowException, OSError) as error:
+        message = str(error).splitlines()[0]
+        raise RunLookupError(f"evaluator {uri} cannot be loaded: {message}") from None
+
+
+def _checked(model, uri: str, prepared: Prepared) -> ImageClassifier:
+    if not isinstance(model, ImageClassifier):
+        raise RunLookupError(f"evaluator {uri} is a {type(model).__name__}; expected a classifier")
+    shape, classes = model.standardize.image_shape, len(model.classes)
+    if shape != prepared.image_shape or classes != len(prepared.classes):
+        raise RunLookupError(
+            f"evaluator {uri} takes {shape} images of {classes} classes; the data has "
+            f"{prepared.image_shape} images of {len(prepared.classes)} classes"
+        )
+    return model

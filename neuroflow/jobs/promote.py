@@ -1,0 +1,184 @@
+"""promote: re-score challenger and champion with the same code on the same test split, and
+move `champion` when the challenger is better by at least min_delta."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import torch
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from neuroflow.data.prepared import Prepared, load_prepared
+from neuroflow.errors import RunLookupError
+from neuroflow.families import FID
+from neuroflow.tracking.lineage import provenance_tags
+from neuroflow.tracking.registry import (
+    CHAMPION,
+    Decision,
+    alias_version,
+    decide,
+    family_metric,
+    resolve_version,
+    transition_stage,
+)
+from neuroflow.tracking.runs import STEP_TAG, download, log_params_once
+from neuroflow.training.classifier import evaluate, to_device
+from neuroflow.training.config import resolve_device
+
+LATENT_SEED = 0  # every generator is scored on latents from this seed
+
+
+@dataclass(frozen=True)
+class Outcome:
+    metric: str
+    candidate: str  # version numbers
+    champion_before: str | None
+    candidate_score: float
+    champion_score: float | None
+    decision: Decision
+    dry_run: bool
+
+    @property
+    def champion_after(self) -> str | None:
+        moved = self.decision.promote and not self.dry_run
+        return self.candidate if moved else self.champion_before
+
+
+def promote(
+    model_name: str, candidate: str, min_delta: float, metric: str, dry_run: bool, stage: str = ""
+) -> Outcome:
+    """In the active run: decide whether version `candidate` (a number or an alias) of
+    `model_name` replaces the champion, log the comparison, and act on it unless dry_run."""
+    mlflow.set_tags({STEP_TAG: "promote", **provenance_tags()})
+    log_params_once(
+        {
+            "model_name": model_name,
+            "candidate": candidate,
+            "min_delta": min_delta,
+            "metric": metric,
+            "dry_run": str(dry_run).lower(),
+            "stage": stage,
+        }
+    )
+    client = MlflowClient()
+    chosen = resolve_version(client, model_name, candidate)
+    judged_by = family_metric(chosen, metric)
+    champion = alias_version(client, model_name, CHAMPION)
+    if champion is not None and champion.version == chosen.version:
+        score = float(chosen.tags.get(f"rescored_{judged_by.name}", "nan"))
+        decision = Decision(False, f"version {chosen.version} is already the champion")
+        outcome = Outcome(
+            judged_by.name,
+            str(chosen.version),
+            str(champion.version),
+            score,
+            score,
+            decision,
+            dry_run,
+        )
+    else:
+        scorer = Scorer(chosen, judged_by)
+        cand_score = scorer(chosen)
+        champ_score = scorer(champion) if champion is not None else None
+        decision = decide(judged_by, cand_score, champ_score, min_delta)
+        before = str(champion.version) if champion is not None else None
+        outcome = Outcome(
+            judged_by.name, str(chosen.version), before, cand_score, champ_score, decision, dry_run
+        )
+        if not dry_run:
+            _apply(client, chosen, outcome, stage)
+    _log(outcome, model_name)
+    return outcome
+
+
+class Scorer:
+    """Scores registered versions on the candidate's test split: test accuracy for classifiers,
+    FID under the candidate's evaluator for the DCGAN."""
+
+    def __init__(self, candidate, metric):
+        self.metric = metric
+        self.device = resolve_device("auto")
+        data_run = candidate.tags.get("data_run_id", "")
+        with tempfile.TemporaryDirectory() as tmp:
+            self.data: Prepared = load_prepared(Path(download(f"runs:/{data_run}/prepared", tmp)))
+        self.test = to_device(self.data.images["test"], self.data.labels["test"], self.device)
+        if metric is FID:
+            from neuroflow.training.sample_quality import judge
+
+            self.evaluator = _load(candidate.tags.get("evaluator_uri", "")).to(self.device)
+            self.real = judge(self.evaluator, self.test[0])
+
+    def __call__(self, version) -> float:
+        model = _load(f"models:/{version.name}/{version.version}").to(self.device)
+        if self.metric is FID:
+            from neuroflow.jobs.dcgan import EVAL_SAMPLES, sample
+            from neuroflow.training.sample_quality import score
+
+            latent_dim = model.config["latent_dim"]
+            latents = torch.randn(
+                EVAL_SAMPLES, latent_dim, generator=torch.Generator().manual_seed(LATENT_SEED)
+            )
+            return score(sample(model, latents.to(self.device)), self.evaluator, self.real)["fid"]
+        if tuple(model.standardize.image_shape) != self.data.image_shape:
+            shape = tuple(model.standardize.image_shape)
+            raise RunLookupError(
+                f"{version.name} version {version.version} takes {shape} images; "
+                f"the test split has {self.data.image_shape}"
+            )
+        return evaluate(model, *self.test).accuracy
+
+
+def _load(uri: str):
+    try:
+        return mlflow.pytorch.load_model(uri, map_location="cpu")
+    except (MlflowException, OSError) as error:
+        raise RunLookupError(
+            f"cannot load {uri or 'an empty model URI'}: {str(error).splitlines()[0]}"
+        ) from None
+
+
+def _apply(client: MlflowClient, version, outcome: Outcome, stage: str) -> None:
+    name, number = version.name, version.version
+    client.set_model_version_tag(
+        name, number, f"rescored_{outcome.metric}", str(outcome.candidate_score)
+    )
+    if outcome.champion_score is not None:
+        client.set_model_version_tag(name, number, "champion_score", str(outcome.champion_score))
+    client.set_model_version_tag(name, number, "promotion_reason", outcome.decision.reason)
+    if outcome.decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, number)
+        client.set_model_version_tag(name, number, "promotion", "promoted")
+        if stage:
+            transition_stage(client, version, stage)
+    else:
+        client.set_model_version_tag(name, number, "promotion", "rejected")
+
+
+def _log(outcome: Outcome, model_name: str) -> None:
+    rows = {
+        "role": ["candidate", "champion"],
+        "version": [outcome.candidate, outcome.champion_before or ""],
+        outcome.metric: [outcome.candidate_score, outcome.champion_score],
+    }
+    mlflow.log_table(rows, artifact_file="comparison.json")
+    verdict = "promoted" if outcome.decision.promote else "kept the champion"
+    if outcome.dry_run:
+        verdict = f"dry run: would have {verdict}"
+    mlflow.set_tags(
+        {
+            "registered_model": model_name,
+            "candidate_version": outcome.candidate,
+            "champion_before": outcome.champion_before or "",
+            "champion_version": outcome.champion_after or "",
+            "decision": verdict,
+            "reason": outcome.decision.reason,
+        }
+    )
+    mlflow.log_metric(f"candidate_{outcome.metric}", outcome.candidate_score)
+    if outcome.champion_score is not None:
+        mlflow.log_metric(f"champion_{outcome.metric}", outcome.champion_score)
+    print(f"{model_name}: version {outcome.candidate} {verdict}: {outcome.decision.reason}")

@@ -1,0 +1,102 @@
+"""register: put a training run's model in the registry and point `challenger` at it."""
+
+from __future__ import annotations
+
+import mlflow
+from mlflow import MlflowClient
+
+from neuroflow.errors import RunLookupError
+from neuroflow.families import metric_for
+from neuroflow.tracking.lineage import provenance_tags
+from neuroflow.tracking.registry import (
+    CHALLENGER,
+    best_run,
+    default_model_name,
+    existing_version,
+    full_model_name,
+    is_unity_catalog,
+    training_run,
+)
+from neuroflow.tracking.runs import FAMILY_TAG, STEP_TAG, get_run, log_params_once
+
+
+def register(
+    run_id: str, family: str, model_name: str, metric: str, catalog: str = "", schema: str = ""
+):
+    """In the active run: register the model of training run `run_id` (or, when empty, of the
+    best FINISHED `family` run of the experiment) and move `challenger` to it. Registering a
+    run again returns its existing version. Returns the ModelVersion."""
+    active = mlflow.active_run()
+    mlflow.set_tags({STEP_TAG: "register", **provenance_tags()})
+    log_params_once(
+        {
+            "run_id": run_id,
+            "family": family,
+            "model_name": model_name,
+            "metric": metric,
+            "catalog": catalog,
+            "schema": schema,
+        }
+    )
+    if run_id:
+        run = training_run(run_id, family)
+        family = run.data.tags[FAMILY_TAG]
+        judged_by = _metric(family, metric)
+    else:
+        judged_by = _metric(family, metric)
+        run = training_run(best_run(family, judged_by, active.info.experiment_id).info.run_id)
+    data_run = get_run(run.data.params["data_run_id"])
+    dataset = data_run.data.params.get("dataset", "dataset")
+    name = full_model_name(model_name or default_model_name(dataset, family), catalog, schema)
+    model_uri = run.data.tags["model_uri"]
+    if is_unity_catalog() and mlflow.models.get_model_info(model_uri).signature is None:
+        raise RunLookupError(f"{model_uri} has no signature; Unity Catalog requires one")
+
+    client = MlflowClient()
+    version = existing_version(client, name, run.info.run_id)
+    if version is None:
+        score = run.data.metrics[judged_by.name]
+        version = mlflow.register_model(model_uri, name, tags=_version_tags(run, family, dataset))
+        client.update_model_version(
+            name, version.version, _description(run, family, judged_by, score)
+        )
+        client.set_model_version_tag(name, version.version, judged_by.name, str(score))
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    mlflow.set_tags(
+        {
+            "registered_model": name,
+            "registered_version": str(version.version),
+            "source_run": run.info.run_id,
+            FAMILY_TAG: family,
+        }
+    )
+    print(f"{name} version {version.version} <- run {run.info.run_id} (alias {CHALLENGER})")
+    return client.get_model_version(name, version.version)
+
+
+def _metric(family: str, name: str):
+    try:
+        return metric_for(family, name)
+    except ValueError as error:
+        raise RunLookupError(str(error)) from None
+
+
+def _version_tags(run, family: str, dataset: str) -> dict[str, str]:
+    tags = {
+        "family": family,
+        "dataset": dataset,
+        "data_digest": run.data.params.get("data_digest", ""),
+        "data_run_id": run.data.params.get("data_run_id", ""),
+        "source_run": run.info.run_id,
+        "git_commit": run.data.tags.get("git_commit", ""),
+    }
+    if "evaluator_uri" in run.data.params:  # a DCGAN's FID means something only with it
+        tags["evaluator_uri"] = run.data.params["evaluator_uri"]
+    return tags
+
+
+def _description(run, family: str, metric, score: float) -> str:
+    return (
+        f"{family} from run {run.info.run_id} ({run.info.run_name}), trained on data digest "
+        f"{run.data.params.get('data_digest', '?')}: {metric.name} = {score:.4f}"
+    )

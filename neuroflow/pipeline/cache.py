@@ -1,0 +1,75 @@
+"""The step cache: a step is reused when a FINISHED run of the same entry point exists with
+the same parameters (defaults included, compared as normalised strings), made by the same git
+commit with no uncommitted changes. Upstream inputs are parameters too (data run ids, evaluator
+and model version URIs), so a changed input is a changed parameter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import yaml
+from mlflow import MlflowClient
+
+from neuroflow.tracking.runs import STEP_TAG
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@cache
+def defaults(entry_point: str) -> dict[str, str]:
+    """The MLproject defaults of `entry_point`'s parameters."""
+    spec = yaml.safe_load((PROJECT / "MLproject").read_text())["entry_points"][entry_point]
+    return {name: str(p["default"]) for name, p in spec.get("parameters", {}).items()}
+
+
+def normalise(value) -> str:
+    """One spelling per value: shell quoting removed (`mlflow run` logs '' for an empty
+    string), numbers in Python's float repr ('3e-3' == '0.003', '10' == '10.0'), booleans
+    lower case."""
+    text = str(value)
+    with contextlib.suppress(ValueError):  # unbalanced quotes: keep the text as it is
+        text = " ".join(shlex.split(text))
+    if text.lower() in ("true", "false"):
+        return text.lower()
+    try:
+        return repr(float(text))
+    except ValueError:
+        return text
+
+
+def full_params(entry_point: str, params: dict) -> dict[str, str]:
+    return {key: normalise(value) for key, value in {**defaults(entry_point), **params}.items()}
+
+
+def lookup(
+    client: MlflowClient,
+    experiment_id: str,
+    entry_point: str,
+    params: dict,
+    commit: str,
+    still_valid: Callable | None = None,
+):
+    """The newest reusable run of `entry_point`, or None. `still_valid(run)` may veto a run
+    whose result no longer stands (e.g. a promotion the registry has moved on from)."""
+    wanted = full_params(entry_point, params)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.{STEP_TAG} = '{entry_point}' and tags.git_commit = '{commit}' "
+            "and tags.git_dirty = 'false' and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=200,
+    )
+    for run in runs:
+        if not wanted.keys() <= run.data.params.keys():
+            continue
+        logged = {key: normalise(run.data.params[key]) for key in wanted}
+        if logged == wanted and (still_valid is None or still_valid(run)):
+            return run
+    return None

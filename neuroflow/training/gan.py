@@ -1,0 +1,112 @@
+"""The GAN training loop: the standard non-saturating BCE loss, or WGAN-GP.
+
+Real images stay on the device as one uint8 tensor, scaled to [-1, 1] a batch at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from neuroflow.errors import TrainingError
+from neuroflow.training.config import GANTrainConfig
+
+GP_WEIGHT = 10.0  # Gulrajani et al.'s lambda
+OnEpoch = Callable[[dict[str, float], int], None]
+
+
+def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W) -> float (B, 1, H, W) in [-1, 1], the range Tanh produces."""
+    return pixels.unsqueeze(1).float() / 127.5 - 1
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """E[(||grad critic(x_hat)|| - 1)^2] on random points between real and fake images."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    (grads,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    return ((grads.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def discriminator_loss(loss: str, critic, real, fake) -> torch.Tensor:
+    real_out, fake_out = critic(real), critic(fake)
+    if loss == "bce":
+        ones, zeros = torch.ones_like(real_out), torch.zeros_like(fake_out)
+        return F.binary_cross_entropy_with_logits(
+            real_out, ones
+        ) + F.binary_cross_entropy_with_logits(fake_out, zeros)
+    return fake_out.mean() - real_out.mean() + GP_WEIGHT * gradient_penalty(critic, real, fake)
+
+
+def generator_loss(loss: str, critic, fake) -> torch.Tensor:
+    out = critic(fake)
+    if loss == "bce":  # non-saturating: G maximises log D(G(z))
+        return F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+    return -out.mean()
+
+
+def fit_gan(
+    generator,
+    critic,
+    images: torch.Tensor,
+    config: GANTrainConfig,
+    latent_dim: int,
+    on_epoch: OnEpoch | None = None,
+) -> list[dict[str, float]]:
+    """Train on `images` (N, H, W) uint8 and return each epoch's mean d_loss and g_loss, which
+    on_epoch also gets. A NaN or inf loss stops training with a TrainingError."""
+    from tqdm.auto import tqdm
+
+    device = images.device
+    betas = (config.beta1, 0.999)
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas)
+    d_optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=betas)
+    g_every = config.n_critic if config.loss == "wgan-gp" else 1  # batches per generator step
+    steps = math.ceil(len(images) / config.batch_size)
+    if config.max_batches:
+        steps = min(steps, config.max_batches)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    history: list[dict[str, float]] = []
+    progress = tqdm(total=config.epochs * steps, desc="dcgan", unit="batch", disable=None)
+    for epoch in range(1, config.epochs + 1):
+        generator.train()
+        critic.train()
+        order = torch.randperm(len(images), generator=shuffle)[: steps * config.batch_size]
+        d_sum = g_sum = torch.zeros((), device=device)
+        g_steps = 0
+        for step, batch in enumerate(order.to(device).split(config.batch_size), start=1):
+            real = to_unit_range(images[batch])
+            z = torch.randn(len(batch), latent_dim, device=device)
+            g_step = step % g_every == 0 or step == steps
+            with torch.set_grad_enabled(g_step):  # critic-only steps need no generator graph
+                fake = generator(z)
+            d_loss = discriminator_loss(config.loss, critic, real, fake.detach())
+            d_optimizer.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_optimizer.step()
+            d_sum = d_sum + d_loss.detach()
+            if g_step:
+                g_loss = generator_loss(config.loss, critic, fake)
+                g_optimizer.zero_grad(set_to_none=True)
+                g_loss.backward()
+                g_optimizer.step()
+                g_sum, g_steps = g_sum + g_loss.detach(), g_steps + 1
+            progress.update()
+        metrics = {"d_loss": d_sum.item() / steps, "g_loss": g_sum.item() / g_steps}
+        bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+        if bad:
+            progress.close()
+            raise TrainingError(
+                f"{', '.join(f'{k}={v}' for k, v in bad.items())} in epoch {epoch} "
+                f"(loss={config.loss}, lr={config.lr}); expected finite losses: lower lr or "
+                f"try loss=wgan-gp. The last good epoch was {epoch - 1}"
+            )
+        history.append(metrics)
+        if on_epoch:
+            on_epoch(metrics, epoch)
+        progress.set_postfix(epoch=epoch, **{k: round(v, 3) for k, v in metrics.items()})
+    progress.close()
+    return history

@@ -1,0 +1,94 @@
+"""train_dcgan's job in-process against a throwaway store: metrics, samples, model, evaluator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from helpers import synthetic_digits
+from neuroflow.data.idx import write_idx
+from neuroflow.data.prepared import PrepareConfig
+from neuroflow.errors import NeuroflowError, RunLookupError
+from neuroflow.jobs.dcgan import train_dcgan
+from neuroflow.jobs.preprocess import preprocess
+from neuroflow.jobs.train import train_classifier
+from neuroflow.models.configs import CNNConfig, DCGANConfig
+from neuroflow.training.config import GANTrainConfig, TrainConfig
+
+SMALL = DCGANConfig(latent_dim=8, width=4)
+FAST = GANTrainConfig(epochs=2, batch_size=32, max_batches=2, device="cpu")
+
+
+@pytest.fixture
+def prepared(tracking, idx_folder):
+    with mlflow.start_run():
+        return preprocess(PrepareConfig(dataset="idx", data_dir=str(idx_folder)))
+
+
+@pytest.fixture
+def evaluator(prepared) -> str:
+    with mlflow.start_run():
+        config = TrainConfig(epochs=1, device="cpu")
+        return train_classifier(
+            "cnn", CNNConfig(channels=(4, 8), hidden=16), config, prepared.run_id
+        )
+
+
+def run_dcgan(data: str, evaluator: str, config: GANTrainConfig = FAST):
+    with mlflow.start_run() as run:
+        model_uri = train_dcgan(SMALL, config, data, evaluator)
+    return mlflow.get_run(run.info.run_id), model_uri
+
+
+def test_dcgan_logs_scores_per_epoch_samples_and_the_generator(prepared, evaluator):
+    run, model_uri = run_dcgan(prepared.run_id, evaluator)
+    client, run_id = MlflowClient(), run.info.run_id
+    assert run.data.tags["family"] == "dcgan" and run.data.tags["step"] == "train_dcgan"
+    assert run.data.params["evaluator_uri"] == evaluator == run.data.tags["evaluator_uri"]
+    for key in ("d_loss", "g_loss", "fid", "inception_score", "class_coverage", "class_entropy"):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2], key
+    samples = {f.path for f in client.list_artifacts(run_id, "samples")}
+    assert samples == {"samples/epoch_001.png", "samples/epoch_002.png", "samples/final.png"}
+    assert {f.path for f in client.list_artifacts(run_id, "plots")} == {"plots/gan_curves.png"}
+    generator = mlflow.pyfunc.load_model(model_uri)
+    assert generator.metadata.get_input_schema().inputs[0].shape == (-1, 8)
+    images = generator.predict(np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32))
+    assert images.shape == (5, 28, 28) and images.dtype == np.float32
+    assert images.min() >= 0 and images.max() <= 255
+
+
+def test_without_an_evaluator_a_quick_cnn_is_trained_and_recorded(prepared):
+    run, _ = run_dcgan(prepared.run_id, "", GANTrainConfig(epochs=1, max_batches=1, device="cpu"))
+    children = mlflow.search_runs(
+        filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'", output_format="list"
+    )
+    (quick,) = [c for c in children if c.data.tags.get("purpose") == "dcgan evaluator"]
+    assert quick.data.tags["family"] == "cnn" and quick.info.status == "FINISHED"
+    assert run.data.params["evaluator_uri"] == quick.data.tags["model_uri"]
+
+
+def test_an_evaluator_that_does_not_exist_is_refused(prepared):
+    with pytest.raises(RunLookupError, match="evaluator models:/nope@champion cannot be loaded"):
+        run_dcgan(prepared.run_id, "models:/nope@champion")
+
+
+def test_a_generator_is_not_an_evaluator(prepared, evaluator):
+    _, generator_uri = run_dcgan(prepared.run_id, evaluator)
+    with pytest.raises(RunLookupError, match="is a ImageGenerator; expected a classifier"):
+        run_dcgan(prepared.run_id, generator_uri)
+
+
+def test_images_the_gan_cannot_make_are_refused_before_training(tracking, tmp_path: Path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    images, labels = synthetic_digits(60, size=30)
+    write_idx(folder / "train-images-idx3-ubyte", images)
+    write_idx(folder / "train-labels-idx1-ubyte", labels)
+    with mlflow.start_run():
+        ref = preprocess(PrepareConfig(dataset="idx", data_dir=str(folder), image_size=30))
+    with pytest.raises(NeuroflowError, match="cannot make 30x30 images"):
+        run_dcgan(ref.run_id, "")
