@@ -23,10 +23,10 @@ setup:
 		rm -f $(VENV)/.requirements-* && touch $$stamp; \
 	fi
 
-# Prepare the offline default data (scikit-learn's digits), then train the CNN on it.
+# The whole pipeline on the offline default data (scikit-learn's digits): prepare, train the
+# four families, register and promote them. A second `make run` reuses every finished step.
 run: setup
-	mlflow run . -e preprocess --env-manager local
-	mlflow run . -e train_cnn --env-manager local
+	mlflow run . --env-manager local
 
 test: setup lint
 	python -m pytest $(PYTEST_ARGS)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from mlflow import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_T10K = ROOT.parent / "shared" / "datasets" / "mnist-t10k"  # real MNIST, present in CI only
@@ -39,10 +41,12 @@ class MlflowRun:
         return [line for line in self.stderr.splitlines() if ": error: " in line]
 
 
-def mlflow_run(entry_point: str, cwd: Path, tracking_uri: str, **params) -> MlflowRun:
-    """`mlflow run <this project> -e <entry_point> --env-manager local -P k=v ...`, as a user
-    types it, with the step's `python` resolving to this interpreter."""
-    command = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry_point]
+def mlflow_run(
+    entry_point: str, cwd: Path, tracking_uri: str, project: Path = ROOT, **params
+) -> MlflowRun:
+    """`mlflow run <project> -e <entry_point> --env-manager local -P k=v ...`, as a user types
+    it, with the step's `python` resolving to this interpreter."""
+    command = [sys.executable, "-m", "mlflow", "run", str(project), "-e", entry_point]
     command += ["--env-manager", "local"]
     for key, value in params.items():
         command += ["-P", f"{key}={value}"]
@@ -55,3 +59,46 @@ def mlflow_run(entry_point: str, cwd: Path, tracking_uri: str, **params) -> Mlfl
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
     found = re.search(r"Run \(ID '([0-9a-f]{32})'\)", result.stderr)
     return MlflowRun(result.returncode, result.stderr, found.group(1) if found else None)
+
+
+def project_snapshot(dest: Path) -> Path:
+    """The working tree (tracked and untracked files, not ignored ones) committed into a fresh
+    git repository at `dest`: a clean checkout of exactly the code under test."""
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "snapshot"], cwd=dest, check=True)
+    return dest
+
+
+class Store:
+    """A folder with its own sqlite store, where `mlflow run` is started from."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.uri = f"sqlite:///{folder / 'mlflow.db'}"
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    def run(self, entry_point: str, project: Path = ROOT, **params) -> MlflowRun:
+        return mlflow_run(entry_point, self.folder, self.uri, project, **params)
+
+    def get(self, run_id: str):
+        return self.client.get_run(run_id)
+
+    def runs(self, filter_string: str = ""):
+        return self.client.search_runs(["0"], filter_string)

@@ -7,29 +7,12 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 
-from helpers import ROOT, mlflow_run, synthetic_digits
+from helpers import ROOT, Store, synthetic_digits
 from neuroflow.data.prepared import load_prepared
 from neuroflow.tracking.lineage import git_state
 
 pytestmark = pytest.mark.slow
-
-
-class Store:
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.uri = f"sqlite:///{folder / 'mlflow.db'}"
-        self.client = MlflowClient(tracking_uri=self.uri)
-
-    def run(self, entry_point: str, **params):
-        return mlflow_run(entry_point, self.folder, self.uri, **params)
-
-    def get(self, run_id: str):
-        return self.client.get_run(run_id)
-
-    def runs(self, filter_string: str = ""):
-        return self.client.search_runs(["0"], filter_string)
 
 
 @pytest.fixture(scope="module")

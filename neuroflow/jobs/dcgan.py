@@ -38,7 +38,7 @@ from neuroflow.training.config import GANTrainConfig, TrainConfig, resolve_devic
 from neuroflow.training.gan import fit_gan
 from neuroflow.training.sample_quality import judge, score
 
-EVAL_SAMPLES = 2000  # generated images scored per epoch; FID depends on it, so it is fixed
+EVAL_SAMPLES = 1000  # generated images scored per epoch; FID depends on it, so it is fixed
 GRID = 64  # images in each sample grid, from the same latent vectors every epoch
 EVALUATOR_EPOCHS = 5  # for the quick CNN trained when no registered one exists
 

@@ -42,4 +42,4 @@ class DCGANConfig:
     latent_dim: int = 100  # Radford et al.'s z
     width: int = 32  # channels of G's last and D's first block; 64 is 3x slower on a CPU
     upsample: str = "nearest"  # nearest + conv avoids the checkerboard of transposed convs
-    dropout: float = 0.3  # in the discriminator, so it cannot memorise a small dataset
+    dropout: float = 0.1  # in the discriminator: 0.3 slowed learning on 1,259 digits
