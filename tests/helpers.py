@@ -57,8 +57,9 @@ def mlflow_run(
     }
     env.pop("MLFLOW_RUN_ID", None)
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
-    found = re.search(r"Run \(ID '([0-9a-f]{32})'\)", result.stderr)
-    return MlflowRun(result.returncode, result.stderr, found.group(1) if found else None)
+    # The last "Run (ID ...)" line is this run's own; children of main print theirs earlier.
+    found = re.findall(r"Run \(ID '([0-9a-f]{32})'\)", result.stderr)
+    return MlflowRun(result.returncode, result.stderr, found[-1] if found else None)
 
 
 def project_snapshot(dest: Path) -> Path:

@@ -211,7 +211,7 @@ LIFECYCLE_BAD_INPUTS = [
         {"model_name": "digits_dcgan", "metric": "test_accuracy"},
         "a dcgan is judged by fid, not 'test_accuracy'",
     ),
-    ("promote", {"min_delta": -1}, "-1.0 is not in the range x>=0"),
+    ("promote", {"min_delta": "-1"}, "-1.0 is not in the range x>=0"),
 ]
 
 
