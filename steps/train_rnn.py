@@ -16,7 +16,7 @@ DEFAULTS = RNNConfig()
 
 
 @click.command()
-@cli.training_options(grad_clip=1.0)
+@cli.training_options(grad_clip=1.0, batch_size=64)  # smaller batches: more steps on small data
 @click.option("--cell", type=click.Choice(RNN_CELLS), default=DEFAULTS.cell, show_default=True)
 @click.option("--hidden-size", type=cli.POSITIVE, default=DEFAULTS.hidden_size, show_default=True)
 @click.option("--num-layers", type=cli.POSITIVE, default=DEFAULTS.num_layers, show_default=True)
