@@ -81,9 +81,13 @@ def provenance_tags() -> dict[str, str]:
     return tags
 
 
+CODE = ("MLproject", "conda.yaml", "python_env.yaml", "requirements.txt", "neuroflow", "steps")
+
+
 def git_state(root: Path) -> tuple[str | None, bool]:
-    """(HEAD commit, has uncommitted changes) of the checkout at `root`; (None, False) outside
-    git, e.g. in a project tarball on Databricks."""
+    """(HEAD commit, whether the code that runs has uncommitted changes) of the checkout at
+    `root`; (None, False) outside git, e.g. in a project tarball on Databricks. New files count
+    only inside the code (CODE): a stray log file beside the project changes no result."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -91,6 +95,6 @@ def git_state(root: Path) -> tuple[str | None, bool]:
         ).stdout.strip()
 
     try:
-        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--", *CODE))
     except (OSError, subprocess.SubprocessError):
         return None, False
