@@ -6,6 +6,7 @@ before any data is read or any model is built.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import fields
@@ -69,6 +70,7 @@ _TRAIN_TYPES = {
     "grad_clip": click.FloatRange(min=0),
     "device": click.Choice(DEVICES),
     "max_batches": NON_NEGATIVE,
+    "nproc": click.IntRange(1, 64),
 }
 _TRAIN_HELP = {
     "lr": "peak learning rate of the one-cycle schedule",
@@ -76,6 +78,7 @@ _TRAIN_HELP = {
     "device": "auto picks CUDA when present",
     "max_batches": "train batches per epoch; 0 = all",
     "grad_clip": "clip the gradient norm to this; 0 = no clipping",
+    "nproc": "processes, one per device; more than 1 trains data-parallel under torchrun",
 }
 
 
@@ -104,6 +107,44 @@ def training_options(**defaults):
         )(command)
 
     return decorate
+
+
+def launch(nproc: int, device: str) -> None:
+    """Re-run this step under torchrun with `nproc` processes, unless it is one of them."""
+    if nproc == 1 or "LOCAL_RANK" in os.environ:
+        return
+    if device != "cpu":
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if (device == "cuda" or gpus) and nproc > gpus:
+            raise click.BadParameter(
+                f"nproc={nproc} but this machine has {gpus} GPU(s); expected at most {gpus}, "
+                "or device=cpu",
+                param_hint="'--nproc'",
+            )
+    module = sys.modules["__main__"].__spec__.name  # steps.<entry point>
+    torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    # The workers know their number from torchrun; --nproc would also look like an abbreviated
+    # torchrun option to torchrun's own parser.
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg.startswith("--nproc="):
+            skip = False
+            continue
+        skip = arg == "--nproc"
+        if not skip:
+            args.append(arg)
+    os.execv(sys.executable, [sys.executable, *torchrun, "-m", module, *args])
+
+
+def step_run():
+    """The MLflow run a step works in. Under torchrun only rank 0 opens (and logs to) it."""
+    if os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    import mlflow
+
+    return mlflow.start_run()
 
 
 def run(command: click.Command) -> None:

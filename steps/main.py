@@ -53,11 +53,9 @@ def model_list(ctx, param, value: str) -> tuple[str, ...]:
 )
 def main(**options):
     """Run the whole pipeline and log summary.md."""
-    import mlflow
-
     from neuroflow.pipeline.main import run_pipeline
 
-    with mlflow.start_run():
+    with cli.step_run():
         run_pipeline(PipelineConfig(**options))
 
 

@@ -50,11 +50,9 @@ def preprocess(**options):
             f"{config.data_dir!r} is not a folder; dataset idx needs a folder of IDX files",
             param_hint="'--data-dir'",
         )
-    import mlflow
-
     from neuroflow.jobs.preprocess import preprocess as prepare_and_log
 
-    with mlflow.start_run():
+    with cli.step_run():
         prepare_and_log(config)
 
 

@@ -36,11 +36,9 @@ from neuroflow.families import METRICS
 )
 def promote(model_name, candidate, min_delta, metric, dry_run, stage):
     """Promote `candidate` of MODEL_NAME to champion if it beats the champion."""
-    import mlflow
-
     from neuroflow.jobs.promote import promote as decide_and_act
 
-    with mlflow.start_run():
+    with cli.step_run():
         decide_and_act(model_name, candidate, min_delta, metric, dry_run, stage)
 
 

@@ -36,11 +36,9 @@ def register(run_id, family, model_name, metric, catalog, schema):
         raise click.UsageError("give --run-id, or --family to register its best run")
     if family and metric:
         cli.check_metric(family, metric)
-    import mlflow
-
     from neuroflow.jobs.register import register as register_run
 
-    with mlflow.start_run():
+    with cli.step_run():
         register_run(run_id, family, model_name, metric, catalog, schema)
 
 

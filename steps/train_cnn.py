@@ -26,14 +26,12 @@ DEFAULTS = CNNConfig()
 @click.option("--dropout", type=cli.DROPOUT, default=DEFAULTS.dropout, show_default=True)
 def train_cnn(data, channels, dropout, **training):
     """Train the CNN and log it as `model`."""
-    import mlflow
-
+    config = TrainConfig(**training)
+    cli.launch(config.nproc, config.device)
     from neuroflow.jobs.train import train_classifier
 
-    with mlflow.start_run():
-        train_classifier(
-            "cnn", CNNConfig(channels=channels, dropout=dropout), TrainConfig(**training), data
-        )
+    with cli.step_run():
+        train_classifier("cnn", CNNConfig(channels=channels, dropout=dropout), config, data)
 
 
 if __name__ == "__main__":

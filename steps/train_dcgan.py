@@ -53,6 +53,13 @@ TRAIN = GANTrainConfig()
 @click.option("--seed", type=cli.NON_NEGATIVE, default=TRAIN.seed, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default=TRAIN.device, show_default=True)
 @click.option(
+    "--nproc",
+    type=click.IntRange(1, 64),
+    default=TRAIN.nproc,
+    show_default=True,
+    help="processes, one per device; more than 1 trains data-parallel under torchrun",
+)
+@click.option(
     "--max-batches",
     type=cli.NON_NEGATIVE,
     default=TRAIN.max_batches,
@@ -61,13 +68,13 @@ TRAIN = GANTrainConfig()
 )
 def train_dcgan(data, evaluator, upsample, latent_dim, **training):
     """Train the DCGAN and log the generator as `model`."""
-    import mlflow
-
+    config = GANTrainConfig(**training)
+    cli.launch(config.nproc, config.device)
     from neuroflow.jobs.dcgan import train_dcgan as train_and_log
 
     model = DCGANConfig(latent_dim=latent_dim, upsample=upsample)
-    with mlflow.start_run():
-        train_and_log(model, GANTrainConfig(**training), data, evaluator)
+    with cli.step_run():
+        train_and_log(model, config, data, evaluator)
 
 
 if __name__ == "__main__":

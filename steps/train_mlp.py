@@ -26,14 +26,12 @@ DEFAULTS = MLPConfig()
 @click.option("--dropout", type=cli.DROPOUT, default=DEFAULTS.dropout, show_default=True)
 def train_mlp(data, hidden, dropout, **training):
     """Train the MLP and log it as `model`."""
-    import mlflow
-
+    config = TrainConfig(**training)
+    cli.launch(config.nproc, config.device)
     from neuroflow.jobs.train import train_classifier
 
-    with mlflow.start_run():
-        train_classifier(
-            "mlp", MLPConfig(hidden=hidden, dropout=dropout), TrainConfig(**training), data
-        )
+    with cli.step_run():
+        train_classifier("mlp", MLPConfig(hidden=hidden, dropout=dropout), config, data)
 
 
 if __name__ == "__main__":

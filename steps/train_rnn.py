@@ -30,13 +30,13 @@ DEFAULTS = RNNConfig()
 @click.option("--dropout", type=cli.DROPOUT, default=DEFAULTS.dropout, show_default=True)
 def train_rnn(data, cell, hidden_size, num_layers, bidirectional, dropout, **training):
     """Train the RNN and log it as `model`."""
-    import mlflow
-
+    config = TrainConfig(**training)
+    cli.launch(config.nproc, config.device)
     from neuroflow.jobs.train import train_classifier
 
-    config = RNNConfig(cell, hidden_size, num_layers, bidirectional, dropout)
-    with mlflow.start_run():
-        train_classifier("rnn", config, TrainConfig(**training), data)
+    model = RNNConfig(cell, hidden_size, num_layers, bidirectional, dropout)
+    with cli.step_run():
+        train_classifier("rnn", model, config, data)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ from neuroflow.tracking.runs import (
     log_params_once,
     resolve_data,
 )
-from neuroflow.training.config import GANTrainConfig, TrainConfig, resolve_device, seed_everything
+from neuroflow.training.config import GANTrainConfig, TrainConfig, seed_everything
+from neuroflow.training.distributed import Ranks
 from neuroflow.training.gan import fit_gan
 from neuroflow.training.sample_quality import judge, score
 
@@ -46,40 +47,46 @@ EVALUATOR_EPOCHS = 5  # for the quick CNN trained when no registered one exists
 def train_dcgan(model_config: DCGANConfig, config: GANTrainConfig, data: str, evaluator: str):
     """In the active run: train a DCGAN on the prepared dataset `data` names, score it every
     epoch with the evaluator classifier, and log samples/, plots/ and `model`. Returns the
-    logged generator's URI."""
-    run = mlflow.active_run()
-    mlflow.set_tags({STEP_TAG: "train_dcgan", FAMILY_TAG: "dcgan", **provenance_tags()})
-    options = {**asdict(model_config), **asdict(config), "data": data, "evaluator": evaluator}
-    log_params_once(options)
-    device = resolve_device(config.device)
-
-    ref = resolve_data(data, run.info.experiment_id) or preprocess_nested()
+    logged generator's URI. Under torchrun every rank trains; rank 0 alone scores, talks to
+    MLflow and returns the URI, the others return None."""
+    ranks = Ranks.setup(config.device)
+    if ranks.main:
+        mlflow.set_tags({STEP_TAG: "train_dcgan", FAMILY_TAG: "dcgan", **provenance_tags()})
+        options = {**asdict(model_config), **asdict(config), "nproc": ranks.size}
+        log_params_once({**options, "data": data, "evaluator": evaluator})
+    ref = ranks.from_main(
+        lambda: resolve_data(data, mlflow.active_run().info.experiment_id) or preprocess_nested()
+    )
     with tempfile.TemporaryDirectory() as tmp:
         prepared = load_prepared(Path(download(ref.uri, tmp)))
     try:
         check_image_shape(prepared.image_shape)
     except ValueError as error:
         raise NeuroflowError(f"data {ref.uri}: {error}") from None
-    mlflow.log_params(
-        {"data_uri": ref.uri, "data_run_id": ref.run_id, "data_digest": prepared.digest}
-    )
+
+    seed_everything(config.seed)
+    generator = Generator(model_config, prepared.image_shape).to(ranks.device)
+    norm = "batch" if config.loss == "bce" else "layer"
+    critic = Discriminator(model_config, prepared.image_shape, norm).to(ranks.device)
+    generator.apply(init_weights)
+    critic.apply(init_weights)
+    served = ImageGenerator(generator, asdict(model_config))
+    train = torch.from_numpy(prepared.images["train"]).to(ranks.device)
+    if not ranks.main:
+        fit_gan(generator, critic, train, config, model_config.latent_dim, None, ranks)
+        return None
+
+    digest = prepared.digest
+    mlflow.log_params({"data_uri": ref.uri, "data_run_id": ref.run_id, "data_digest": digest})
     log_splits(prepared, ref.uri)
     judge_model, evaluator_uri = load_evaluator(evaluator, prepared, ref, config)
     mlflow.log_param("evaluator_uri", evaluator_uri)
     mlflow.set_tag("evaluator_uri", evaluator_uri)
-
-    seed_everything(config.seed)
-    generator = Generator(model_config, prepared.image_shape).to(device)
-    norm = "batch" if config.loss == "bce" else "layer"
-    critic = Discriminator(model_config, prepared.image_shape, norm).to(device)
-    generator.apply(init_weights)
-    critic.apply(init_weights)
-    served = ImageGenerator(generator, asdict(model_config))
-    judge_model = judge_model.to(device)
-    real = judge(judge_model, torch.from_numpy(prepared.images["test"]).to(device))
+    judge_model = judge_model.to(ranks.device)
+    real = judge(judge_model, torch.from_numpy(prepared.images["test"]).to(ranks.device))
     latents = torch.Generator().manual_seed(config.seed)
-    grid_z = torch.randn(GRID, model_config.latent_dim, generator=latents).to(device)
-    eval_z = torch.randn(EVAL_SAMPLES, model_config.latent_dim, generator=latents).to(device)
+    grid_z = torch.randn(GRID, model_config.latent_dim, generator=latents).to(ranks.device)
+    eval_z = torch.randn(EVAL_SAMPLES, model_config.latent_dim, generator=latents).to(ranks.device)
     curves: list[dict[str, float]] = []
 
     def on_epoch(losses: dict[str, float], epoch: int) -> None:
@@ -88,14 +95,7 @@ def train_dcgan(model_config: DCGANConfig, config: GANTrainConfig, data: str, ev
         artifacts.log_grid(sample(served, grid_z), f"samples/epoch_{epoch:03d}.png")
         curves.append({**losses, **scores})
 
-    fit_gan(
-        generator,
-        critic,
-        torch.from_numpy(prepared.images["train"]).to(device),
-        config,
-        model_config.latent_dim,
-        on_epoch,
-    )
+    fit_gan(generator, critic, train, config, model_config.latent_dim, on_epoch, ranks)
     artifacts.log_grid(sample(served, grid_z), "samples/final.png")
     artifacts.log_gan_curves(curves)
     info = artifacts.log_generator(served.cpu().eval(), model_config.latent_dim)
@@ -125,7 +125,8 @@ def load_evaluator(value: str, prepared: Prepared, ref: DataRef, config: GANTrai
         with mlflow.start_run(nested=True, run_name="evaluator"):
             mlflow.set_tag("purpose", "dcgan evaluator")
             quick = TrainConfig(epochs=EVALUATOR_EPOCHS, seed=config.seed, device=config.device)
-            value = train_classifier("cnn", CNNConfig(), quick, ref.run_id)
+            alone = Ranks.single(config.device)  # rank 0 trains it while the others wait
+            value = train_classifier("cnn", CNNConfig(), quick, ref.run_id, alone)
         return _checked(_load(value), value, prepared), value
 
 

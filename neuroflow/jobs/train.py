@@ -15,7 +15,8 @@ from neuroflow.tracking import artifacts
 from neuroflow.tracking.lineage import log_splits, provenance_tags
 from neuroflow.tracking.runs import FAMILY_TAG, STEP_TAG, download, log_params_once, resolve_data
 from neuroflow.training.classifier import evaluate, fit, to_device
-from neuroflow.training.config import TrainConfig, resolve_device, seed_everything
+from neuroflow.training.config import TrainConfig, seed_everything
+from neuroflow.training.distributed import Ranks
 
 
 def param_string(value) -> str:
@@ -23,36 +24,43 @@ def param_string(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-def train_classifier(family: str, model_config, config: TrainConfig, data: str) -> str:
+def log_metrics(metrics: dict[str, float], epoch: int) -> None:
+    mlflow.log_metrics(metrics, step=epoch)  # one batched call per epoch
+
+
+def train_classifier(
+    family: str, model_config, config: TrainConfig, data: str, ranks: Ranks | None = None
+) -> str | None:
     """In the active run: train `family` on the prepared dataset `data` names (see
     neuroflow.tracking.runs.resolve_data) and log metrics, plots/ and `model`. Returns the
-    logged model's URI."""
-    run = mlflow.active_run()
-    mlflow.set_tags({STEP_TAG: f"train_{family}", FAMILY_TAG: family, **provenance_tags()})
-    options = {**asdict(model_config), **asdict(config), "data": data}
-    log_params_once({key: param_string(value) for key, value in options.items()})
-    device = resolve_device(config.device)
-
-    ref = resolve_data(data, run.info.experiment_id) or preprocess_nested()
+    logged model's URI. Under torchrun every rank calls this; rank 0 alone talks to MLflow and
+    returns the URI, the others return None."""
+    ranks = ranks or Ranks.setup(config.device)
+    if ranks.main:
+        mlflow.set_tags({STEP_TAG: f"train_{family}", FAMILY_TAG: family, **provenance_tags()})
+        options = {**asdict(model_config), **asdict(config), "data": data, "nproc": ranks.size}
+        log_params_once({key: param_string(value) for key, value in options.items()})
+    ref = ranks.from_main(
+        lambda: resolve_data(data, mlflow.active_run().info.experiment_id) or preprocess_nested()
+    )
     with tempfile.TemporaryDirectory() as tmp:
         prepared = load_prepared(Path(download(ref.uri, tmp)))  # read whole into memory
-    mlflow.log_params(
-        {"data_uri": ref.uri, "data_run_id": ref.run_id, "data_digest": prepared.digest}
-    )
-    log_splits(prepared, ref.uri)
+    if ranks.main:
+        digest = prepared.digest
+        mlflow.log_params({"data_uri": ref.uri, "data_run_id": ref.run_id, "data_digest": digest})
+        log_splits(prepared, ref.uri)
 
     seed_everything(config.seed)
     model = build_classifier(
         family, model_config, prepared.image_shape, prepared.mean, prepared.std, prepared.classes
-    ).to(device)
-    splits = {s: to_device(prepared.images[s], prepared.labels[s], device) for s in prepared.images}
-    result = fit(
-        model,
-        splits["train"],
-        splits["val"],
-        config,
-        on_epoch=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch),
-    )
+    ).to(ranks.device)
+    splits = {
+        s: to_device(prepared.images[s], prepared.labels[s], ranks.device) for s in prepared.images
+    }
+    log_epoch = log_metrics if ranks.main else None
+    result = fit(model, splits["train"], splits["val"], config, log_epoch, ranks)
+    if not ranks.main:
+        return None
     test = evaluate(model, *splits["test"])
     mlflow.log_metrics(
         {"test_accuracy": test.accuracy, "test_loss": test.loss, "best_epoch": result.best_epoch}

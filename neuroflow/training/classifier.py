@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from neuroflow.errors import TrainingError
 from neuroflow.training.config import TrainConfig
+from neuroflow.training.distributed import Ranks
 
 EVAL_BATCH = 1024
 OnEpoch = Callable[[dict[str, float], int], None]  # (metrics, epoch) -> None
@@ -65,16 +66,38 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor) -> Evaluation:
     return Evaluation(loss_sum / len(labels), accuracy, predicted.cpu().numpy())
 
 
-def fit(model, train, val, config: TrainConfig, on_epoch: OnEpoch | None = None) -> FitResult:
+class Logits(torch.nn.Module):
+    """Training calls logits() but DistributedDataParallel hooks forward(): this joins them."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.logits(images)
+
+
+def fit(
+    model,
+    train,
+    val,
+    config: TrainConfig,
+    on_epoch: OnEpoch | None = None,
+    ranks: Ranks | None = None,
+) -> FitResult:
     """Train `model` on `train` = (images, labels) tensors, pick the epoch with the lowest
-    val_loss, and leave the model holding that epoch's weights."""
+    val_loss, and leave the model holding that epoch's weights. Under several ranks each trains
+    on its shard with batch_size / ranks images per step, so a step still sees batch_size."""
     from tqdm.auto import tqdm
 
+    ranks = ranks or Ranks(0, 1, train[0].device)
     images, labels = train
-    count = len(labels)
-    steps = math.ceil(count / config.batch_size)
+    batch_size = math.ceil(config.batch_size / ranks.size)
+    count = len(labels) // ranks.size
+    steps = math.ceil(count / batch_size)
     if config.max_batches:
         steps = min(steps, config.max_batches)
+    network = ranks.wrap(Logits(model))
     optimizer = make_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps
@@ -82,22 +105,25 @@ def fit(model, train, val, config: TrainConfig, on_epoch: OnEpoch | None = None)
     generator = torch.Generator().manual_seed(config.seed)  # the shuffling order, seeded apart
     history: list[dict[str, float]] = []
     best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
-    progress = tqdm(total=config.epochs * steps, desc=model.family, unit="batch", disable=None)
+    show = None if ranks.main else True  # tqdm: None shows on a terminal, True hides
+    progress = tqdm(total=config.epochs * steps, desc=model.family, unit="batch", disable=show)
     for epoch in range(1, config.epochs + 1):
         model.train()
-        order = torch.randperm(count, generator=generator)[: steps * config.batch_size]
-        loss_sum = torch.zeros((), device=images.device)
-        for batch in order.to(images.device).split(config.batch_size):
-            loss = F.cross_entropy(model.logits(images[batch]), labels[batch])
+        order = ranks.shard(torch.randperm(len(labels), generator=generator))
+        order = order[: steps * batch_size]
+        loss_sum = torch.zeros(2, device=images.device)  # (sum of losses, images seen)
+        for batch in order.to(images.device).split(batch_size):
+            loss = F.cross_entropy(network(images[batch]), labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             schedule.step()
-            loss_sum += loss.detach() * len(batch)
+            loss_sum += torch.stack([loss.detach() * len(batch), loss.new_tensor(len(batch))])
             progress.update()
-        train_loss = loss_sum.item() / len(order)
+        total, seen = ranks.sum(loss_sum).tolist()
+        train_loss = total / seen
         if not math.isfinite(train_loss):
             progress.close()
             raise TrainingError(

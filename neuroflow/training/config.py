@@ -21,6 +21,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 = no clipping (train_rnn clips by default)
     device: str = "auto"
     max_batches: int = 0  # train batches per epoch; 0 = all (a small number makes a smoke run)
+    nproc: int = 1  # processes, one per device; more than 1 runs data-parallel under torchrun
 
 
 def resolve_device(name: str):
@@ -61,3 +62,4 @@ class GANTrainConfig:
     seed: int = 0
     device: str = "auto"
     max_batches: int = 0  # batches per epoch; 0 = all
+    nproc: int = 1  # processes, one per device; more than 1 runs data-parallel under torchrun

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from neuroflow.errors import TrainingError
 from neuroflow.training.config import GANTrainConfig
+from neuroflow.training.distributed import Ranks
 
 GP_WEIGHT = 10.0  # Gulrajani et al.'s lambda
 OnEpoch = Callable[[dict[str, float], int], None]
@@ -55,29 +56,36 @@ def fit_gan(
     config: GANTrainConfig,
     latent_dim: int,
     on_epoch: OnEpoch | None = None,
+    ranks: Ranks | None = None,
 ) -> list[dict[str, float]]:
     """Train on `images` (N, H, W) uint8 and return each epoch's mean d_loss and g_loss, which
-    on_epoch also gets. A NaN or inf loss stops training with a TrainingError."""
+    on_epoch also gets. A NaN or inf loss stops training with a TrainingError. Under several
+    ranks each trains on its shard of every epoch, batch_size / ranks images per step."""
     from tqdm.auto import tqdm
 
     device = images.device
+    ranks = ranks or Ranks(0, 1, device)
     betas = (config.beta1, 0.999)
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas)
     d_optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=betas)
+    generator, critic = ranks.wrap(generator), ranks.wrap(critic)
     g_every = config.n_critic if config.loss == "wgan-gp" else 1  # batches per generator step
-    steps = math.ceil(len(images) / config.batch_size)
+    batch_size = math.ceil(config.batch_size / ranks.size)
+    steps = math.ceil(len(images) // ranks.size / batch_size)
     if config.max_batches:
         steps = min(steps, config.max_batches)
     shuffle = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
-    progress = tqdm(total=config.epochs * steps, desc="dcgan", unit="batch", disable=None)
+    show = None if ranks.main else True  # tqdm: None shows on a terminal, True hides
+    progress = tqdm(total=config.epochs * steps, desc="dcgan", unit="batch", disable=show)
     for epoch in range(1, config.epochs + 1):
         generator.train()
         critic.train()
-        order = torch.randperm(len(images), generator=shuffle)[: steps * config.batch_size]
+        order = ranks.shard(torch.randperm(len(images), generator=shuffle))
+        order = order[: steps * batch_size]
         d_sum = g_sum = torch.zeros((), device=device)
         g_steps = 0
-        for step, batch in enumerate(order.to(device).split(config.batch_size), start=1):
+        for step, batch in enumerate(order.to(device).split(batch_size), start=1):
             real = to_unit_range(images[batch])
             z = torch.randn(len(batch), latent_dim, device=device)
             g_step = step % g_every == 0 or step == steps
@@ -95,7 +103,8 @@ def fit_gan(
                 g_optimizer.step()
                 g_sum, g_steps = g_sum + g_loss.detach(), g_steps + 1
             progress.update()
-        metrics = {"d_loss": d_sum.item() / steps, "g_loss": g_sum.item() / g_steps}
+        d_total, g_total = ranks.sum(torch.stack([d_sum, g_sum])).tolist()
+        metrics = {"d_loss": d_total / steps / ranks.size, "g_loss": g_total / g_steps / ranks.size}
         bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
         if bad:
             progress.close()
