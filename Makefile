@@ -6,12 +6,14 @@
 
 PYTHON ?= python3.11
 VENV ?= $(HOME)/.cache/neuroflow/venv
+# Where `make run` keeps its MLflow store (mlflow.db and mlruns/): outside the project too.
+STORE ?= $(HOME)/.cache/neuroflow/store
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint envs clean
+.PHONY: setup run ui test lint envs clean
 
 setup:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +28,11 @@ setup:
 # The whole pipeline on the offline default data (scikit-learn's digits): prepare, train the
 # four families, register and promote them. A second `make run` reuses every finished step.
 run: setup
-	mlflow run . --env-manager local
+	mkdir -p $(STORE) && cd $(STORE) && mlflow run $(CURDIR) --env-manager local
+
+# The MLflow UI on the store `make run` fills, at http://127.0.0.1:5000
+ui: setup
+	cd $(STORE) && mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 test: setup lint
 	python -m pytest $(PYTEST_ARGS)

@@ -123,7 +123,7 @@ def launch(nproc: int, device: str) -> None:
                 "or device=cpu",
                 param_hint="'--nproc'",
             )
-    module = sys.modules["__main__"].__spec__.name  # steps.<entry point>
+    module = main_module()  # steps.<entry point>, as started with python -m
     torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     # The workers know their number from torchrun; --nproc would also look like an abbreviated
     # torchrun option to torchrun's own parser.
@@ -136,6 +136,11 @@ def launch(nproc: int, device: str) -> None:
         if not skip:
             args.append(arg)
     os.execv(sys.executable, [sys.executable, *torchrun, "-m", module, *args])
+
+
+def main_module() -> str | None:
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    return spec.name if spec else None
 
 
 def step_run():
@@ -152,8 +157,9 @@ def run(command: click.Command) -> None:
     if not sys.stderr.isatty():  # progress bars only for people watching
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     name = command.name.replace("-", "_")  # the entry point's name, as in MLproject
+    module = main_module() or f"steps.{name}"
     try:
-        code = command.main(prog_name=f"python -m steps.{name}", standalone_mode=False)
+        code = command.main(prog_name=f"python -m {module}", standalone_mode=False)
     except click.ClickException as error:
         fail(name, error.format_message(), error.exit_code)
     except click.Abort:

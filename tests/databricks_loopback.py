@@ -46,6 +46,11 @@ class Job:
     process: subprocess.Popen | None = None
     result_state: str | None = None  # SUCCESS, FAILED or CANCELED once terminated
     log: Path | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def wait(self, timeout: float) -> None:
+        if not self.done.wait(timeout):
+            raise TimeoutError(f"job still running after {timeout} s")
 
 
 @dataclass
@@ -79,6 +84,9 @@ class Workspace:
                 workspace.handle(self)
 
             def do_POST(self):
+                workspace.handle(self)
+
+            def do_PUT(self):
                 workspace.handle(self)
 
             def do_PATCH(self):
@@ -197,6 +205,7 @@ class Workspace:
             code = job.process.wait()
         if job.result_state is None:
             job.result_state = "SUCCESS" if code == 0 else "FAILED"
+        job.done.set()
 
     def _runs_get(self, request, body: bytes) -> None:
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.path).query)

@@ -1,12 +1,18 @@
-"""Helpers the tests share: paths, synthetic images, and running the real `mlflow run` CLI."""
+"""Helpers the tests share: paths, synthetic images, running the real `mlflow run` CLI, and
+servers on loopback ports."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,21 +48,23 @@ class MlflowRun:
 
 
 def mlflow_run(
-    entry_point: str, cwd: Path, tracking_uri: str, project: Path = ROOT, **params
+    entry_point: str,
+    cwd: Path,
+    tracking_uri: str,
+    project: Path | str = ROOT,
+    options: tuple[str, ...] = ("--env-manager", "local"),
+    env: dict | None = None,
+    **params,
 ) -> MlflowRun:
-    """`mlflow run <project> -e <entry_point> --env-manager local -P k=v ...`, as a user types
-    it, with the step's `python` resolving to this interpreter."""
-    command = [sys.executable, "-m", "mlflow", "run", str(project), "-e", entry_point]
-    command += ["--env-manager", "local"]
+    """`mlflow run <project> -e <entry_point> <options> -P k=v ...`, as a user types it, with
+    `--env-manager local` unless `options` say otherwise, and `python` resolving to this
+    interpreter."""
+    command = [sys.executable, "-m", "mlflow", "run", str(project), "-e", entry_point, *options]
     for key, value in params.items():
         command += ["-P", f"{key}={value}"]
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
+    env = python_env(MLFLOW_TRACKING_URI=tracking_uri, **(env or {}))
     env.pop("MLFLOW_RUN_ID", None)
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
     # The last "Run (ID ...)" line is this run's own; children of main print theirs earlier.
     found = re.findall(r"Run \(ID '([0-9a-f]{32})'\)", result.stderr)
     return MlflowRun(result.returncode, result.stderr, found[-1] if found else None)
@@ -95,11 +103,54 @@ class Store:
         self.uri = f"sqlite:///{folder / 'mlflow.db'}"
         self.client = MlflowClient(tracking_uri=self.uri)
 
-    def run(self, entry_point: str, project: Path = ROOT, **params) -> MlflowRun:
-        return mlflow_run(entry_point, self.folder, self.uri, project, **params)
+    def run(
+        self,
+        entry_point: str,
+        project: Path | str = ROOT,
+        options: tuple[str, ...] = ("--env-manager", "local"),
+        env: dict | None = None,
+        **params,
+    ) -> MlflowRun:
+        return mlflow_run(entry_point, self.folder, self.uri, project, options, env, **params)
 
     def get(self, run_id: str):
         return self.client.get_run(run_id)
 
     def runs(self, filter_string: str = ""):
         return self.client.search_runs(["0"], filter_string)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def python_env(**extra: str) -> dict[str, str]:
+    """This environment, with `python` and `mlflow` resolving to this interpreter's."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return {**os.environ, "PATH": path, **extra}
+
+
+@contextlib.contextmanager
+def serving(command: list[str], ready_url: str, timeout: float = 180, **popen):
+    """Start a server process, wait until `ready_url` answers, and stop it afterwards. Its
+    output goes to a file (a pipe nobody reads would fill up and stall it)."""
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, **popen)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    urllib.request.urlopen(ready_url, timeout=5)
+                    break
+                except OSError:
+                    if server.poll() is not None:
+                        log.seek(0)
+                        raise AssertionError(log.read().decode()[-3000:]) from None
+                    assert time.monotonic() < deadline, f"{ready_url} silent for {timeout} s"
+                    time.sleep(1)
+            yield server
+        finally:
+            server.terminate()
+            server.wait(timeout=30)

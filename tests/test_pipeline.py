@@ -4,9 +4,6 @@ a rejected candidate, the lineage of a champion, serving, and bad input to the l
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -16,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from helpers import Store, project_snapshot
+from helpers import Store, free_port, project_snapshot, python_env, serving
 from neuroflow.families import CLASSIFIERS, FAMILIES
 
 pytestmark = pytest.mark.slow
@@ -117,12 +114,6 @@ def test_a_champion_leads_back_to_its_training_run_and_data(pipeline, family):
     assert splits == {i.dataset.name: i.dataset.digest for i in trained.inputs.dataset_inputs}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def post_json(url: str, body: dict) -> dict:
     request = urllib.request.Request(
         url, json.dumps(body).encode(), {"Content-Type": "application/json"}
@@ -138,46 +129,12 @@ def test_serving_a_classifier_champion_returns_labels(pipeline, family, tmp_path
     images = np.load(prepared / "test-images.npy")[:64]
     labels = np.load(prepared / "test-labels.npy")[:64]
     port = free_port()
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": store.uri,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            f"models:/digits_{family}@champion",
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=env,
-        cwd=store.folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()
-                assert time.monotonic() < deadline, "the model server did not come up"
-                time.sleep(1)
+    command = [sys.executable, "-m", "mlflow", "models", "serve"]
+    command += ["-m", f"models:/digits_{family}@champion", "--env-manager", "local"]
+    command += ["--host", "127.0.0.1", "-p", str(port)]
+    env = python_env(MLFLOW_TRACKING_URI=store.uri)
+    with serving(command, f"http://127.0.0.1:{port}/ping", env=env, cwd=store.folder):
         answer = post_json(f"http://127.0.0.1:{port}/invocations", {"inputs": images.tolist()})
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     predicted = np.asarray(answer["predictions"])
     assert predicted.shape == (64,)
     assert (predicted == labels).mean() >= 0.5  # 2 epochs; chance is 0.1

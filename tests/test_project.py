@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
 
 import click
 import pytest
 import yaml
 
-from helpers import ROOT
+from helpers import ROOT, project_snapshot
 from neuroflow.envs import expected_files, read_pins
 
 ENTRY_POINTS = [
@@ -79,3 +80,26 @@ def test_readme_opens_with_the_two_commands_ci_runs():
     assert commands and commands[0].split() == ["make", "run"]
     assert commands[1].split() == ["make", "test"]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_what_runs_leave_in_the_project_stays_out_of_git(tmp_path):
+    project = project_snapshot(tmp_path)
+    leftovers = [
+        "mlflow.db",
+        "mlruns/0/meta.yaml",
+        "mlartifacts/0/x",
+        ".venv/bin/python",
+        "steps/__pycache__/main.cpython-311.pyc",
+        ".pytest_cache/v/cache",
+    ]
+    for name in leftovers:
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("left by a run")
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert status.stdout == ""

@@ -22,6 +22,8 @@ from neuroflow.tracking.registry import (
     alias_version,
     decide,
     family_metric,
+    full_model_name,
+    is_unity_catalog,
     resolve_version,
     transition_stage,
 )
@@ -64,6 +66,9 @@ def promote(
             "stage": stage,
         }
     )
+    model_name = full_model_name(model_name)  # Unity Catalog wants <catalog>.<schema>.<name>
+    if stage and is_unity_catalog():
+        raise RunLookupError(f"stage {stage!r}: Unity Catalog models have aliases, not stages")
     client = MlflowClient()
     chosen = resolve_version(client, model_name, candidate)
     judged_by = family_metric(chosen, metric)
