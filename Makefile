@@ -13,7 +13,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 PYTEST_ARGS ?=
 
-.PHONY: setup run ui test lint envs clean
+.PHONY: setup run ui test bench lint envs clean
 
 setup:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ ui: setup
 test: setup lint
 	python -m pytest $(PYTEST_ARGS)
 
+# This project's training against the pytorch/examples MNIST loop, side by side; see README.
+bench: setup
+	python -m benchmarks
+
 lint: setup
 	ruff check .
 	ruff format --check .
@@ -46,4 +50,4 @@ envs: setup
 	python -m neuroflow.envs
 
 clean:
-	rm -rf mlruns mlartifacts mlflow.db .pytest_cache .ruff_cache
+	rm -rf mlruns mlartifacts mlflow.db .pytest_cache .ruff_cache benchmark-results.json

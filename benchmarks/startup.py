@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {
     "python (bare)": ["-c", "pass"],
     "import torch, mlflow (reference)": ["-c", "import torch, mlflow"],
+    "import mlflow": ["-c", "import mlflow"],
     "train_cnn refusing a bad option": ["-m", "steps.train_cnn", "--lr=abc"],
     "train_cnn --help": ["-m", "steps.train_cnn", "--help"],
     "import the train_cnn job (all a run needs)": ["-c", "import neuroflow.jobs.train"],
@@ -34,15 +35,23 @@ def wall_time(args: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def measure(repeats: int, warm: bool = True) -> dict[str, float]:
+    """The median wall time of each command over `repeats` runs, after one to warm the file
+    cache unless `warm` is false."""
+    results = {}
+    for name, args in COMMANDS.items():
+        if warm:
+            wall_time(args)
+        results[name] = statistics.median(wall_time(args) for _ in range(repeats))
+    return results
+
+
 @click.command()
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 def main(repeats: int, json_path: str | None) -> None:
     """Time each command `repeats` times and print the medians."""
-    results = {}
-    for name, args in COMMANDS.items():
-        wall_time(args)  # warm the file cache
-        results[name] = statistics.median(wall_time(args) for _ in range(repeats))
+    results = measure(repeats)
     reference = results["import torch, mlflow (reference)"]
     print(f"{'command':<45} {'median s':>9} {'vs reference':>13}")
     for name, seconds in results.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -127,3 +129,12 @@ def test_nan_losses_stop_training_with_the_last_good_epoch(monkeypatch):
             lambda m, e: epochs.append(e),
         )
     assert epochs == [1]
+
+
+def test_a_last_batch_of_one_image_is_left_out():
+    torch.manual_seed(0)
+    generator, critic = Generator(SMALL, (28, 28)), Discriminator(SMALL, (28, 28))
+    images = IMAGES[:17]  # one batch of 16 and one image over, which BatchNorm cannot train on
+    config = GANTrainConfig(epochs=1, batch_size=16)
+    history = gan.fit_gan(generator, critic, images, config, 8)
+    assert len(history) == 1 and all(math.isfinite(v) for v in history[0].values())

@@ -122,14 +122,14 @@ def test_config_stored_on_the_module_rebuilds_the_same_architecture(family):
         torch.testing.assert_close(rebuilt.logits(raw_pixels(4)), model.logits(raw_pixels(4)))
 
 
-@pytest.mark.parametrize("image_shape", [(28, 28), (16, 16)])
-def test_cnn_with_too_many_pooling_blocks_is_refused(image_shape):
-    config = CNNConfig(channels=(2,) * 5, hidden=8)  # 28 -> 14 -> 7 -> 3 -> 1 -> 0
-    with pytest.raises(ValueError, match="5 pooling blocks shrink .* to nothing"):
+@pytest.mark.parametrize(("image_shape", "blocks"), [((28, 28), 6), ((16, 16), 5)])
+def test_cnn_with_more_blocks_than_the_image_allows_is_refused(image_shape, blocks):
+    config = CNNConfig(channels=(2,) * blocks, hidden=8)  # 28 -> 14 -> 7 -> 4 -> 2 -> 1 -> ?
+    with pytest.raises(ValueError, match=f"{blocks} stride-2 blocks shrink .* to 1x1"):
         build_classifier("cnn", config, image_shape, MEAN, STD, CLASSES)
 
 
-def test_cnn_with_as_many_pooling_blocks_as_fit_is_built():
+def test_cnn_with_as_many_blocks_as_fit_is_built():
     config = CNNConfig(channels=(2,) * 4, hidden=8)  # 16 -> 8 -> 4 -> 2 -> 1
     model = build_classifier("cnn", config, (16, 16), MEAN, STD, CLASSES).eval()
     with torch.no_grad():

@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 from neuroflow.data.prepared import Prepared, load_prepared
 from neuroflow.errors import NeuroflowError, RunLookupError
 from neuroflow.jobs.preprocess import preprocess_nested
-from neuroflow.jobs.train import train_classifier
+from neuroflow.jobs.train import Watch, train_classifier
 from neuroflow.models.classifier import ImageClassifier
 from neuroflow.models.configs import CNNConfig, DCGANConfig
 from neuroflow.models.dcgan import (
@@ -44,11 +44,18 @@ GRID = 64  # images in each sample grid, from the same latent vectors every epoc
 EVALUATOR_EPOCHS = 5  # for the quick CNN trained when no registered one exists
 
 
-def train_dcgan(model_config: DCGANConfig, config: GANTrainConfig, data: str, evaluator: str):
+def train_dcgan(
+    model_config: DCGANConfig,
+    config: GANTrainConfig,
+    data: str,
+    evaluator: str,
+    watch: Watch | None = None,
+):
     """In the active run: train a DCGAN on the prepared dataset `data` names, score it every
     epoch with the evaluator classifier, and log samples/, plots/ and `model`. Returns the
     logged generator's URI. Under torchrun every rank trains; rank 0 alone scores, talks to
-    MLflow and returns the URI, the others return None."""
+    MLflow and returns the URI, the others return None. `watch(generator, epoch)` is called on
+    rank 0 after each epoch has been scored and logged."""
     ranks = Ranks.setup(config.device)
     if ranks.main:
         mlflow.set_tags({STEP_TAG: "train_dcgan", FAMILY_TAG: "dcgan", **provenance_tags()})
@@ -94,6 +101,8 @@ def train_dcgan(model_config: DCGANConfig, config: GANTrainConfig, data: str, ev
         mlflow.log_metrics({**losses, **scores}, step=epoch)
         artifacts.log_grid(sample(served, grid_z), f"samples/epoch_{epoch:03d}.png")
         curves.append({**losses, **scores})
+        if watch:
+            watch(served, epoch)
 
     fit_gan(generator, critic, train, config, model_config.latent_dim, on_epoch, ranks)
     artifacts.log_grid(sample(served, grid_z), "samples/final.png")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
+import torch
 
 from neuroflow.data.prepared import load_prepared
 from neuroflow.jobs.preprocess import preprocess_nested
@@ -17,6 +19,8 @@ from neuroflow.tracking.runs import FAMILY_TAG, STEP_TAG, download, log_params_o
 from neuroflow.training.classifier import evaluate, fit, to_device
 from neuroflow.training.config import TrainConfig, seed_everything
 from neuroflow.training.distributed import Ranks
+
+Watch = Callable[[torch.nn.Module, int], None]  # (model, epoch) -> None
 
 
 def param_string(value) -> str:
@@ -29,12 +33,18 @@ def log_metrics(metrics: dict[str, float], epoch: int) -> None:
 
 
 def train_classifier(
-    family: str, model_config, config: TrainConfig, data: str, ranks: Ranks | None = None
+    family: str,
+    model_config,
+    config: TrainConfig,
+    data: str,
+    ranks: Ranks | None = None,
+    watch: Watch | None = None,
 ) -> str | None:
     """In the active run: train `family` on the prepared dataset `data` names (see
     neuroflow.tracking.runs.resolve_data) and log metrics, plots/ and `model`. Returns the
     logged model's URI. Under torchrun every rank calls this; rank 0 alone talks to MLflow and
-    returns the URI, the others return None."""
+    returns the URI, the others return None. `watch(model, epoch)` is called on rank 0 after
+    each epoch has been logged (the benchmarks time epochs with it)."""
     ranks = ranks or Ranks.setup(config.device)
     if ranks.main:
         mlflow.set_tags({STEP_TAG: f"train_{family}", FAMILY_TAG: family, **provenance_tags()})
@@ -57,8 +67,15 @@ def train_classifier(
     splits = {
         s: to_device(prepared.images[s], prepared.labels[s], ranks.device) for s in prepared.images
     }
-    log_epoch = log_metrics if ranks.main else None
-    result = fit(model, splits["train"], splits["val"], config, log_epoch, ranks)
+
+    def log_epoch(metrics: dict[str, float], epoch: int) -> None:
+        log_metrics(metrics, epoch)
+        if watch:
+            watch(model, epoch)
+
+    result = fit(
+        model, splits["train"], splits["val"], config, log_epoch if ranks.main else None, ranks
+    )
     if not ranks.main:
         return None
     test = evaluate(model, *splits["test"])

@@ -1,10 +1,19 @@
-"""A small convolutional network sized for 28x28 digits."""
+"""A small convolutional network sized for 28x28 digits, and fast on a CPU.
+
+Each block is a stride-2 convolution (5x5 in the first block, 3x3 after), BatchNorm and ReLU:
+the stride halves the image in the convolution itself, so no pooling pass follows, and the
+network does a quarter of the work of a same-width conv-then-pool block. The weights are kept
+channels_last, which oneDNN's CPU convolutions run faster.
+"""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from neuroflow.models.configs import CNNConfig
+
+FIRST_KERNEL, KERNEL = 5, 3
 
 
 class CNN(nn.Module):
@@ -12,20 +21,20 @@ class CNN(nn.Module):
         super().__init__()
         blocks: list[nn.Module] = []
         in_channels, (height, width) = 1, image_shape
-        for channels in config.channels:
+        for index, channels in enumerate(config.channels):
+            if height == 1 and width == 1:
+                raise ValueError(
+                    f"{len(config.channels)} stride-2 blocks shrink {image_shape} images to 1x1 "
+                    f"before block {index + 1}; expected fewer channels entries or larger images"
+                )
+            kernel = FIRST_KERNEL if index == 0 else KERNEL
             blocks += [
-                nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
+                nn.Conv2d(in_channels, channels, kernel, stride=2, padding=kernel // 2, bias=False),
                 nn.BatchNorm2d(channels),
                 nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
             ]
-            in_channels, height, width = channels, height // 2, width // 2
-        if height < 1 or width < 1:
-            raise ValueError(
-                f"{len(config.channels)} pooling blocks shrink {image_shape} images to nothing; "
-                "expected fewer channels entries or larger images"
-            )
-        self.conv = nn.Sequential(*blocks)  # (B, 1, H, W) -> (B, C, H / 2^k, W / 2^k)
+            in_channels, height, width = channels, (height + 1) // 2, (width + 1) // 2
+        self.conv = nn.Sequential(*blocks)  # (B, 1, H, W) -> (B, C, H / 2^k, W / 2^k), rounded up
         self.body = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(config.dropout),
@@ -33,6 +42,7 @@ class CNN(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.hidden, num_classes))
+        self.conv.to(memory_format=torch.channels_last)
 
     def features(self, x):
         return self.body(self.conv(x))  # (B, hidden)

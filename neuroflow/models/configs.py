@@ -17,7 +17,7 @@ class MLPConfig:
 
 @dataclass(frozen=True)
 class CNNConfig:
-    channels: tuple[int, ...] = (32, 64)  # one conv-BN-ReLU-pool block each: 28 -> 14 -> 7
+    channels: tuple[int, ...] = (16, 32)  # one stride-2 conv-BN-ReLU block each: 28 -> 14 -> 7
     dropout: float = 0.25
     hidden: int = 128  # width of the penultimate layer, the feature space FID is measured in
 

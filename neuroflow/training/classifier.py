@@ -19,6 +19,9 @@ from neuroflow.training.config import TrainConfig
 from neuroflow.training.distributed import Ranks
 
 EVAL_BATCH = 1024
+# The share of the one-cycle schedule spent warming up to the peak lr. PyTorch's 0.3 keeps the
+# lr high for the first third; 0.15 brought the CNN to 98% on MNIST an epoch or two earlier.
+WARMUP = 0.15
 OnEpoch = Callable[[dict[str, float], int], None]  # (metrics, epoch) -> None
 
 
@@ -100,7 +103,7 @@ def fit(
     network = ranks.wrap(Logits(model))
     optimizer = make_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps
+        optimizer, max_lr=config.lr, total_steps=config.epochs * steps, pct_start=WARMUP
     )
     generator = torch.Generator().manual_seed(config.seed)  # the shuffling order, seeded apart
     history: list[dict[str, float]] = []

@@ -71,7 +71,8 @@ def fit_gan(
     generator, critic = ranks.wrap(generator), ranks.wrap(critic)
     g_every = config.n_critic if config.loss == "wgan-gp" else 1  # batches per generator step
     batch_size = math.ceil(config.batch_size / ranks.size)
-    steps = math.ceil(len(images) // ranks.size / batch_size)
+    # Whole batches only: a last batch of one image would break BatchNorm's batch statistics.
+    steps = max(1, len(images) // ranks.size // batch_size)
     if config.max_batches:
         steps = min(steps, config.max_batches)
     shuffle = torch.Generator().manual_seed(config.seed)

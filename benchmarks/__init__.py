@@ -1,0 +1,1 @@
+"""Speed measurements: `python -m benchmarks` runs them all (see __main__.py)."""

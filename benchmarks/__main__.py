@@ -1,0 +1,276 @@
+"""The benchmark harness: this project's training against the pytorch/examples MNIST loop, side
+by side on this machine, plus per-family speed, pipeline costs and scaling.
+
+    python -m benchmarks [--json benchmark-results.json] [--quick] [--skip-pipeline]
+
+Data: the real MNIST test split (10,000 images) when `--mnist-t10k` names its folder, or it is
+found at ../shared/datasets/mnist-t10k beside the checkout: the first 8,000 images to train on
+(ours holds 10% of them out for validation), the last 2,000 to test. Otherwise scikit-learn's
+digits, and the table says so. Each workload runs in its own process (benchmarks/workloads.py),
+so each has a cold start and its own peak RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from benchmarks import startup
+
+ROOT = Path(__file__).resolve().parents[1]
+SIBLING_MNIST = ROOT.parent / "shared" / "datasets" / "mnist-t10k"
+TRAIN_IMAGES, TEST_IMAGES = 8000, 2000
+SCALING_SIZES = (1000, 2500, 5000, 10000)
+TARGETS = {"cnn": 0.985, "rnn": 0.975, "mlp": 0.965}  # final test accuracy each should reach
+
+
+def write_idx_folder(folder: Path, train, test=None) -> Path:
+    from neuroflow.data.idx import write_idx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_idx(folder / "train-images-idx3-ubyte", train[0])
+    write_idx(folder / "train-labels-idx1-ubyte", train[1])
+    if test is not None:
+        write_idx(folder / "t10k-images-idx3-ubyte", test[0])
+        write_idx(folder / "t10k-labels-idx1-ubyte", test[1])
+    return folder
+
+
+def source_images(mnist: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """All images of the benchmark's source, 28x28 uint8, in their file order."""
+    from neuroflow.data.sources import load_source
+
+    if mnist is not None:
+        (part,) = load_source("idx", str(mnist)).parts
+        return part.images, part.labels, f"MNIST t10k ({mnist})"
+    import torch
+    import torch.nn.functional as F
+
+    (part,) = load_source("digits", "").parts
+    images = torch.from_numpy(part.images).float()[:, None]
+    resized = F.interpolate(images, size=(28, 28), mode="bilinear", align_corners=False)
+    images = resized[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+    return images, part.labels, "scikit-learn digits (no MNIST folder found)"
+
+
+def prepare_bench(bench: Path, mnist: Path | None, quick: bool) -> dict:
+    """Write the train/test IDX folder, run the real preprocess on it into the bench store, and
+    save the same images for the reference."""
+    import mlflow
+
+    from neuroflow.data.prepared import PrepareConfig, load_prepared
+    from neuroflow.jobs.preprocess import preprocess
+
+    images, labels, label = source_images(mnist)
+    if mnist is not None:
+        split = len(labels) - TEST_IMAGES
+        train, test = (images[:split], labels[:split]), (images[split:], labels[split:])
+    else:  # digits has no test split of its own; hold out the last fifth
+        split = len(labels) * 4 // 5
+        train, test = (images[:split], labels[:split]), (images[split:], labels[split:])
+    if quick:
+        train, test = (train[0][:600], train[1][:600]), (test[0][:200], test[1][:200])
+    folder = write_idx_folder(bench / "idx", train, test)
+    mlflow.set_tracking_uri(f"sqlite:///{bench / 'mlflow.db'}")
+    with mlflow.start_run(run_name="bench preprocess"):
+        ref = preprocess(PrepareConfig(dataset="idx", data_dir=str(folder)))
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(ref.uri, dst_path=tmp)
+        prepared = load_prepared(Path(local))
+    np.savez(
+        bench / "reference.npz",
+        train_images=train[0],
+        train_labels=train[1],
+        test_images=prepared.images["test"],
+        test_labels=prepared.labels["test"],
+    )
+    meta = {
+        "data": label,
+        "data_run_id": ref.run_id,
+        "train_count": len(prepared.labels["train"]),
+        "val_count": len(prepared.labels["val"]),
+        "test_count": len(prepared.labels["test"]),
+        "reference_train_count": len(train[1]),
+    }
+    (bench / "bench.json").write_text(json.dumps(meta))
+    return meta
+
+
+def workload(name: str, bench: Path, *args: str) -> dict:
+    command = [sys.executable, "-m", "benchmarks.workloads", name, "--bench-dir", str(bench)]
+    started = time.perf_counter()
+    done = subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise click.ClickException(f"workload {name} failed:\n{done.stderr[-3000:]}")
+    return {
+        **json.loads(done.stdout.strip().splitlines()[-1]),
+        "process_s": time.perf_counter() - started,
+    }
+
+
+def cached_main_rerun(work: Path) -> dict:
+    """`mlflow run .` with 1 epoch per trainer, then the same again: every step reused."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    command = [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local"]
+    command += ["-P", "epochs=1"]
+    times = []
+    for _ in range(2):
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise click.ClickException(f"mlflow run failed:\n{done.stderr[-3000:]}")
+        times.append(time.perf_counter() - started)
+    return {"first_run_s": times[0], "cached_rerun_s": times[1]}
+
+
+def print_tables(results: dict) -> None:
+    meta, ref, ours = results["data"], results["reference"], results["cnn"]
+    print(
+        f"\ndata: {meta['data']}; train {meta['reference_train_count']} "
+        f"(ours: {meta['train_count']} + {meta['val_count']} val), test {meta['test_count']}"
+    )
+    print(f"machine: {results['machine']}\n")
+
+    def fmt(value, spec=".1f", none="never"):
+        return none if value is None else format(value, spec)
+
+    print(f"{'CNN':<34}{'reference':>14}{'ours':>14}{'ratio':>10}")
+    rows = [
+        ("time to 98% test accuracy (s)", "time_to_target_s", ".1f"),
+        ("epochs to 98%", "epochs_to_target", "d"),
+        ("training throughput (images/s)", "images_per_s", ".0f"),
+        ("final test accuracy", "final_test_accuracy", ".4f"),
+        ("peak RSS (MiB)", "peak_rss_mb", ".0f"),
+        ("test scoring, excluded (s)", "scoring_excluded_s", ".1f"),
+    ]
+    for title, key, spec in rows:
+        a, b = ref.get(key), ours.get(key)
+        ratio = ""
+        if key == "time_to_target_s" and b:
+            ratio = f"{a / b:.1f}x" if a else f">{ref['epochs'][-1]['elapsed_s'] / b:.1f}x"
+        elif key == "images_per_s" and a and b:
+            ratio = f"{b / a:.1f}x"
+        print(f"{title:<34}{fmt(a, spec):>14}{fmt(b, spec):>14}{ratio:>10}")
+
+    print(
+        f"\n{'family':<8}{'images/s':>10}{'s/epoch':>9}{'epochs':>8}{'test acc':>10}"
+        f"{'target':>8}{'peak MiB':>10}"
+    )
+    for family in ("mlp", "cnn", "rnn", "dcgan"):
+        row = results.get(family)
+        if not row:
+            continue
+        accuracy = row.get("final_test_accuracy")
+        target = TARGETS.get(family)
+        print(
+            f"{family:<8}{fmt(row['images_per_s'], '.0f'):>10}"
+            f"{fmt(row['seconds_per_epoch'], '.2f'):>9}{len(row['epochs']):>8}"
+            f"{fmt(accuracy, '.4f', '-'):>10}{fmt(target, '.3f', '-'):>8}"
+            f"{row['peak_rss_mb']:>10.0f}"
+        )
+
+    print("\npipeline")
+    share = ours["mlflow_in_training_s"] / ours["training_s"]
+    print(
+        f"  MLflow logging during CNN training: {ours['mlflow_in_training_s']:.3f} s of "
+        f"{ours['training_s']:.1f} s ({share:.2%})"
+    )
+    print(
+        f"  MLflow in the whole CNN step (setup, logging, model): {ours['mlflow_s']:.2f} s of "
+        f"{ours['step_s']:.1f} s ({ours['mlflow_s'] / ours['step_s']:.1%})"
+    )
+    for name, seconds in results["startup"].items():
+        print(f"  start-up, {name}: {seconds:.2f} s")
+    if "main" in results:
+        print(
+            f"  main, first run (1 epoch each): {results['main']['first_run_s']:.1f} s; "
+            f"cached rerun: {results['main']['cached_rerun_s']:.1f} s"
+        )
+
+    print(
+        f"\n{'scaling: images':<18}{'preprocess s':>13}{'preprocess MiB':>15}{'CNN s/epoch':>13}"
+        f"{'us/image':>10}"
+    )
+    for row in results["scaling"]:
+        per_image = 1e6 * row["seconds_per_epoch"] / row["train_count"]
+        print(
+            f"{row['images']:<18}{row['preprocess_s']:>13.2f}{row['preprocess_peak_mb']:>15.0f}"
+            f"{row['seconds_per_epoch']:>13.2f}{per_image:>10.0f}"
+        )
+
+
+@click.command()
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    default="benchmark-results.json",
+    show_default=True,
+)
+@click.option(
+    "--mnist-t10k",
+    "mnist",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="folder of the MNIST t10k IDX files",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="a tiny subset and 1 epoch each: checks the harness, measures nothing",
+)
+@click.option("--skip-pipeline", is_flag=True, help="leave out the mlflow run of main")
+def main(json_path: str, mnist: str | None, quick: bool, skip_pipeline: bool) -> None:
+    """Run every benchmark side by side, print the tables and write them as JSON."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mnist_dir = Path(mnist) if mnist else (SIBLING_MNIST if SIBLING_MNIST.is_dir() else None)
+    epochs = ("--epochs", "1") if quick else ()
+    results: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
+        "quick": quick,
+    }
+    with tempfile.TemporaryDirectory(prefix="neuroflow-bench-") as tmp:
+        bench = Path(tmp)
+        results["data"] = prepare_bench(bench, mnist_dir, quick)
+        for name in ("reference", "cnn", "mlp", "rnn"):
+            click.echo(f"running {name} ...", err=True)
+            results[name] = workload(name, bench, *epochs)
+        meta = json.loads((bench / "bench.json").read_text())
+        meta["evaluator_uri"] = results["cnn"]["model_uri"]
+        (bench / "bench.json").write_text(json.dumps(meta))
+        click.echo("running dcgan ...", err=True)
+        results["dcgan"] = workload("dcgan", bench, "--epochs", "1" if quick else "2")
+        results["scaling"] = scaling(bench, mnist_dir, quick)
+        results["startup"] = startup.measure(repeats=1, warm=False) if quick else startup.measure(3)
+        if not (skip_pipeline or quick):
+            click.echo("running mlflow run . twice ...", err=True)
+            results["main"] = cached_main_rerun(bench)
+    print_tables(results)
+    Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
+    click.echo(f"\nwrote {json_path}", err=True)
+
+
+def scaling(bench: Path, mnist: Path | None, quick: bool) -> list[dict]:
+    images, labels, _ = source_images(mnist)
+    sizes = (200, 400) if quick else SCALING_SIZES
+    rows = []
+    for size in sizes:
+        take = np.arange(size) % len(labels)  # digits are repeated to reach the larger sizes
+        folder = write_idx_folder(bench / f"scale-{size}", (images[take], labels[take]))
+        click.echo(f"scaling at {size} images ...", err=True)
+        rows.append({"images": size, **workload("scaling", bench, "--idx-dir", str(folder))})
+    return rows
+
+
+if __name__ == "__main__":
+    main()

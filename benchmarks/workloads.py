@@ -1,0 +1,274 @@
+"""One measured workload per process, so each has its own peak RSS and a cold start.
+
+    python -m benchmarks.workloads <name> --bench-dir DIR [--epochs N]
+
+Prints one JSON object on the last line of stdout. `benchmarks` (the harness) runs these side by
+side and tabulates them; run one alone to look at it more closely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import resource
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import click
+import numpy as np
+
+TARGET = 0.98  # the test accuracy time-to-accuracy is measured to
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class MlflowClock:
+    """Time spent inside MLflow's API: the public functions of mlflow, mlflow.pytorch and
+    mlflow.artifacts, and MlflowClient's methods, wrapped so that nested calls count once."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.by_name: dict[str, float] = {}
+        self.depth = 0
+
+    def wrap(self, function):
+        @functools.wraps(function)
+        def timed(*args, **kwargs):
+            if self.depth:
+                return function(*args, **kwargs)
+            self.depth += 1
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent = time.perf_counter() - start
+                self.seconds += spent
+                name = function.__name__
+                self.by_name[name] = self.by_name.get(name, 0.0) + spent
+                self.depth -= 1
+
+        return timed
+
+    def install(self) -> MlflowClock:
+        import mlflow
+        import mlflow.artifacts
+        import mlflow.pytorch
+
+        for module in (mlflow, mlflow.pytorch, mlflow.artifacts):
+            for name in dir(module):
+                value = getattr(module, name)
+                if not name.startswith("_") and callable(value) and not isinstance(value, type):
+                    setattr(module, name, self.wrap(value))
+        for name, value in vars(mlflow.MlflowClient).items():
+            if not name.startswith("_") and callable(value):
+                setattr(mlflow.MlflowClient, name, self.wrap(value))
+        return self
+
+
+class EpochClock:
+    """Per-epoch figures from the trainer's watch hook: training time (from `start`, with the
+    time spent scoring the test split taken out), images seen, and test accuracy."""
+
+    def __init__(self, test, images_per_epoch: int, score: bool = True, logging=None):
+        self.test, self.images_per_epoch, self.score = test, images_per_epoch, score
+        self.logging = logging
+        self.start = time.perf_counter()
+        self.excluded = 0.0
+        self.epoch_logging_s = 0.0  # MLflow's per-epoch metric logging, up to the last epoch
+        self.epochs: list[dict] = []
+
+    def __call__(self, model, epoch: int) -> None:
+        elapsed = time.perf_counter() - self.start - self.excluded
+        if self.logging:
+            self.epoch_logging_s = self.logging.by_name.get("log_metrics", 0.0)
+        accuracy = None
+        if self.score:
+            scoring = time.perf_counter()
+            from neuroflow.training.classifier import evaluate
+
+            accuracy = evaluate(model, *self.test).accuracy
+            model.train()
+            self.excluded += time.perf_counter() - scoring
+        self.epochs.append({"epoch": epoch, "elapsed_s": elapsed, "test_accuracy": accuracy})
+
+    def summary(self) -> dict:
+        first = next((e for e in self.epochs if (e["test_accuracy"] or 0) >= TARGET), None)
+        times = [e["elapsed_s"] for e in self.epochs]
+        epoch_times = [b - a for a, b in zip([0.0, *times], times, strict=False)]
+        steady = epoch_times[1:] or epoch_times  # the first epoch also pays for setup
+        return {
+            "epochs": self.epochs,
+            "time_to_target_s": first["elapsed_s"] if first else None,
+            "epochs_to_target": first["epoch"] if first else None,
+            "seconds_per_epoch": float(np.median(steady)) if steady else None,
+            "images_per_s": self.images_per_epoch / float(np.median(steady)) if steady else None,
+            "scoring_excluded_s": self.excluded,
+        }
+
+
+def reference_splits(bench: Path):
+    data = np.load(bench / "reference.npz")
+    return (data["train_images"], data["train_labels"]), (data["test_images"], data["test_labels"])
+
+
+def run_reference(bench: Path, epochs: int) -> dict:
+    import torch
+
+    from benchmarks import reference
+
+    train, test = reference_splits(bench)
+    log: list[dict] = []
+
+    def on_epoch(epoch: int, training_s: float, accuracy: float, seen: int) -> None:
+        log.append({"epoch": epoch, "elapsed_s": training_s, "test_accuracy": accuracy})
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    reference.train(train, test, device, epochs or reference.EPOCHS, on_epoch)
+    clock = EpochClock(None, len(train[1]), score=False)
+    clock.epochs = log
+    return {**clock.summary(), "final_test_accuracy": log[-1]["test_accuracy"]}
+
+
+def step_defaults(family: str, data: str) -> dict:
+    """The options the train_<family> step would run with, parsed by the step itself."""
+    import importlib
+
+    command = getattr(importlib.import_module(f"steps.train_{family}"), f"train_{family}")
+    return command.make_context(f"train_{family}", [f"--data={data}"]).params
+
+
+def run_classifier(bench: Path, family: str, epochs: int) -> dict:
+    """train_<family> with its shipped defaults, as the step calls it, logging to the bench's
+    sqlite store."""
+    import mlflow
+    import torch
+
+    from neuroflow.jobs.train import train_classifier
+    from neuroflow.models.families import CLASSIFIERS
+    from neuroflow.training.classifier import to_device
+    from neuroflow.training.config import TrainConfig, resolve_device
+
+    meta = json.loads((bench / "bench.json").read_text())
+    params = step_defaults(family, meta["data_run_id"])
+    data = params.pop("data")
+    train_fields = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in params.items() if k in train_fields})
+    if epochs:
+        config = TrainConfig(**{**config.__dict__, "epochs": epochs})
+    model_config = CLASSIFIERS[family][0](
+        **{k: v for k, v in params.items() if k not in train_fields}
+    )
+    _, test = reference_splits(bench)
+    device = resolve_device(config.device)
+    logging = MlflowClock().install()
+    clock = EpochClock(to_device(*test, device), meta["train_count"], logging=logging)
+    with mlflow.start_run(run_name=f"bench {family}"):
+        clock.start = start = time.perf_counter()
+        model_uri = train_classifier(family, model_config, config, data, watch=clock)
+        total = time.perf_counter() - start
+    run = mlflow.last_active_run()
+    summary = clock.summary()
+    training = summary["epochs"][-1]["elapsed_s"]
+    return {
+        **summary,
+        "final_test_accuracy": run.data.metrics["test_accuracy"],
+        "step_s": total - clock.excluded,
+        "mlflow_s": logging.seconds,
+        "mlflow_in_training_s": clock.epoch_logging_s,
+        "training_s": training,
+        "threads": torch.get_num_threads(),
+        "model_uri": model_uri,
+    }
+
+
+def run_dcgan(bench: Path, epochs: int) -> dict:
+    import mlflow
+
+    from neuroflow.jobs.dcgan import train_dcgan
+    from neuroflow.models.configs import DCGANConfig
+    from neuroflow.training.config import GANTrainConfig
+
+    meta = json.loads((bench / "bench.json").read_text())
+    config = GANTrainConfig(epochs=epochs or 2)
+    clock = EpochClock(None, meta["train_count"], score=False)
+    with mlflow.start_run(run_name="bench dcgan"):
+        clock.start = time.perf_counter()
+        train_dcgan(DCGANConfig(), config, meta["data_run_id"], meta["evaluator_uri"], clock)
+    return clock.summary()
+
+
+def run_scaling(bench: Path, idx_dir: Path) -> dict:
+    """preprocess an IDX folder (time, and peak memory over what the imports hold), then the
+    CNN training core on its train split for 2 epochs (seconds per epoch)."""
+    from neuroflow.data.prepared import PrepareConfig, load_prepared, prepare
+    from neuroflow.data.sources import load_source
+
+    config = PrepareConfig(dataset="idx", data_dir=str(idx_dir))
+    before = peak_rss_mb()
+    start = time.perf_counter()
+    prepare(load_source("idx", str(idx_dir)), idx_dir / "prepared", config)
+    preprocess_s = time.perf_counter() - start
+    preprocess_peak = peak_rss_mb()
+
+    import torch
+
+    from neuroflow.models.configs import CNNConfig
+    from neuroflow.models.families import build_classifier
+    from neuroflow.training.classifier import fit, to_device
+    from neuroflow.training.config import TrainConfig, resolve_device
+
+    prepared = load_prepared(idx_dir / "prepared")
+    device = resolve_device("auto")
+    torch.manual_seed(0)
+    model = build_classifier(
+        "cnn", CNNConfig(), prepared.image_shape, prepared.mean, prepared.std, prepared.classes
+    ).to(device)
+    splits = {
+        s: to_device(prepared.images[s], prepared.labels[s], device) for s in ("train", "val")
+    }
+    config = TrainConfig(epochs=2, patience=0)
+    clock = EpochClock(None, len(prepared.labels["train"]), score=False)
+    fit(model, splits["train"], splits["val"], config, lambda m, e: clock(model, e))
+    return {
+        "train_count": len(prepared.labels["train"]),
+        "preprocess_s": preprocess_s,
+        "preprocess_base_mb": before,
+        "preprocess_peak_mb": preprocess_peak,
+        "seconds_per_epoch": clock.summary()["seconds_per_epoch"],
+    }
+
+
+@click.command()
+@click.argument("name")
+@click.option("--bench-dir", type=click.Path(exists=True, file_okay=False), required=True)
+@click.option("--epochs", type=click.IntRange(min=0), default=0, help="0: the defaults")
+@click.option("--idx-dir", type=click.Path(exists=True, file_okay=False), default=None)
+def main(name: str, bench_dir: str, epochs: int, idx_dir: str | None) -> None:
+    bench = Path(bench_dir)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{bench / 'mlflow.db'}"
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the result
+        if name == "reference":
+            result = run_reference(bench, epochs)
+        elif name in ("mlp", "cnn", "rnn"):
+            result = run_classifier(bench, name, epochs)
+        elif name == "dcgan":
+            result = run_dcgan(bench, epochs)
+        elif name == "scaling" and idx_dir:
+            result = run_scaling(bench, Path(idx_dir))
+        else:
+            raise click.BadParameter(
+                f"{name!r}; expected reference, mlp, cnn, rnn, dcgan or scaling --idx-dir"
+            )
+    print(json.dumps({**result, "peak_rss_mb": peak_rss_mb()}))
+
+
+if __name__ == "__main__":
+    main()
