@@ -9,13 +9,13 @@ side and tabulates them; run one alone to look at it more closely.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
 import resource
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -98,18 +98,24 @@ class EpochClock:
         self.epochs.append({"epoch": epoch, "elapsed_s": elapsed, "test_accuracy": accuracy})
 
     def summary(self) -> dict:
-        first = next((e for e in self.epochs if (e["test_accuracy"] or 0) >= TARGET), None)
-        times = [e["elapsed_s"] for e in self.epochs]
-        epoch_times = [b - a for a, b in zip([0.0, *times], times, strict=False)]
-        steady = epoch_times[1:] or epoch_times  # the first epoch also pays for setup
-        return {
-            "epochs": self.epochs,
-            "time_to_target_s": first["elapsed_s"] if first else None,
-            "epochs_to_target": first["epoch"] if first else None,
-            "seconds_per_epoch": float(np.median(steady)) if steady else None,
-            "images_per_s": self.images_per_epoch / float(np.median(steady)) if steady else None,
-            "scoring_excluded_s": self.excluded,
-        }
+        return epoch_summary(self.epochs, self.images_per_epoch, self.excluded)
+
+
+def epoch_summary(epochs: list[dict], images_per_epoch: int, excluded: float = 0.0) -> dict:
+    """Time to the target accuracy, and speed from the epochs after the first, which also
+    pays for setup and warm-up."""
+    first = next((e for e in epochs if (e["test_accuracy"] or 0) >= TARGET), None)
+    times = [e["elapsed_s"] for e in epochs]
+    epoch_times = [b - a for a, b in zip([0.0, *times], times, strict=False)]
+    steady = float(np.median(epoch_times[1:] or epoch_times))
+    return {
+        "epochs": epochs,
+        "time_to_target_s": first["elapsed_s"] if first else None,
+        "epochs_to_target": first["epoch"] if first else None,
+        "seconds_per_epoch": steady,
+        "images_per_s": images_per_epoch / steady,
+        "scoring_excluded_s": excluded,
+    }
 
 
 def reference_splits(bench: Path):
@@ -130,9 +136,7 @@ def run_reference(bench: Path, epochs: int) -> dict:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     reference.train(train, test, device, epochs or reference.EPOCHS, on_epoch)
-    clock = EpochClock(None, len(train[1]), score=False)
-    clock.epochs = log
-    return {**clock.summary(), "final_test_accuracy": log[-1]["test_accuracy"]}
+    return {**epoch_summary(log, len(train[1])), "final_test_accuracy": log[-1]["test_accuracy"]}
 
 
 def step_defaults(family: str, data: str) -> dict:
@@ -157,10 +161,10 @@ def run_classifier(bench: Path, family: str, epochs: int) -> dict:
     meta = json.loads((bench / "bench.json").read_text())
     params = step_defaults(family, meta["data_run_id"])
     data = params.pop("data")
-    train_fields = {f.name for f in fields(TrainConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in params.items() if k in train_fields})
     if epochs:
-        config = TrainConfig(**{**config.__dict__, "epochs": epochs})
+        config = dataclasses.replace(config, epochs=epochs)
     model_config = CLASSIFIERS[family][0](
         **{k: v for k, v in params.items() if k not in train_fields}
     )
