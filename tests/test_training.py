@@ -283,3 +283,12 @@ def test_auto_device_is_cpu_without_cuda():
 def test_cuda_device_without_cuda_is_an_error():
     with pytest.raises(NeuroflowError, match="device 'cuda' was asked for"):
         resolve_device("cuda")
+
+
+@pytest.mark.parametrize("batches", [1, 2, 3, 5, 9, 10, 11, 20, 30])
+def test_any_number_of_steps_has_a_valid_one_cycle_schedule(digits, batches):
+    """10 steps in all once divided by a zero-length warm-up."""
+    model = seeded_classifier("mlp")
+    config = quick(epochs=1, batch_size=400 // batches + (400 % batches > 0), patience=0)
+    result = fit(model, *digits, config)
+    assert math.isfinite(result.history[0]["train_loss"])

