@@ -83,7 +83,7 @@ class EpochClock:
         self.start = time.perf_counter()
         self.excluded = 0.0
         self.setup_s = 0.0
-        self.epoch_logging_s = 0.0  # MLflow's per-epoch metric logging, up to the last epoch
+        self.epoch_logging_s = 0.0  # MLflow's per-epoch logging (metrics, checkpoint) so far
         self.epochs: list[dict] = []
 
     def __call__(self, model, epoch: int) -> None:
@@ -93,7 +93,8 @@ class EpochClock:
             return
         elapsed = time.perf_counter() - self.start - self.excluded
         if self.logging:
-            self.epoch_logging_s = self.logging.by_name.get("log_metrics", 0.0)
+            spent = self.logging.by_name.get
+            self.epoch_logging_s = spent("log_metrics", 0.0) + spent("log_artifact", 0.0)
         accuracy = None
         if self.score:
             scoring = time.perf_counter()
@@ -168,6 +169,7 @@ def run_classifier(bench: Path, family: str, epochs: int) -> dict:
     meta = json.loads((bench / "bench.json").read_text())
     params = step_defaults(family, meta["data_run_id"])
     data = params.pop("data")
+    params.pop("resume_from"), params.pop("resume")  # from scratch: the defaults
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in params.items() if k in train_fields})
     if epochs:

@@ -10,9 +10,11 @@ import contextlib
 import os
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import click
 
+from neuroflow.data import archives
 from neuroflow.errors import NeuroflowError
 from neuroflow.families import metric_for
 from neuroflow.tracking.uris import RUN_ID, check_data_value
@@ -52,6 +54,22 @@ def check_run_id(value: str, option: str) -> str:
     return value
 
 
+def check_optional_run_id(ctx, param, value: str) -> str:
+    return value and check_run_id(value, f"'--{param.name.replace('_', '-')}'")
+
+
+def check_data_dir(dataset: str, data_dir: str) -> None:
+    """dataset idx reads a folder or an archive of IDX files: refuse a data_dir that is neither
+    (preprocess and main, before any run of theirs starts)."""
+    path = Path(data_dir).expanduser().resolve()
+    if dataset == "idx" and not (path.is_dir() or archives.is_archive(path)):
+        raise click.BadParameter(
+            f"{data_dir!r} is not a folder or an archive; dataset idx needs a folder of "
+            f"IDX files or an archive of them ({', '.join(archives.SUFFIXES)})",
+            param_hint="'--data-dir'",
+        )
+
+
 def check_metric(family: str, metric: str) -> None:
     try:
         metric_for(family, metric)
@@ -83,8 +101,8 @@ _TRAIN_HELP = {
 
 
 def training_options(**defaults):
-    """--data plus every TrainConfig field as an option. Defaults come from TrainConfig, except
-    those a family overrides, e.g. training_options(grad_clip=1.0)."""
+    """--data, --resume-from and --resume, and every TrainConfig field as an option. Defaults
+    come from TrainConfig, except those a family overrides, e.g. training_options(grad_clip=1)."""
     unknown = set(defaults) - {field.name for field in fields(TrainConfig)}
     if unknown:
         raise TypeError(f"not TrainConfig fields: {sorted(unknown)}")
@@ -98,6 +116,19 @@ def training_options(**defaults):
                 show_default=True,
                 help=_TRAIN_HELP.get(field.name),
             )(command)
+        command = click.option(
+            "--resume",
+            type=click.BOOL,
+            default="false",
+            show_default=True,
+            help="go on from the newest FAILED or KILLED run with the same parameters, if any",
+        )(command)
+        command = click.option(
+            "--resume-from",
+            default="",
+            callback=check_optional_run_id,
+            help="run id of a FAILED or KILLED run to go on from, at its last checkpoint",
+        )(command)
         return click.option(
             "--data",
             default="latest",
@@ -166,7 +197,28 @@ def run(command: click.Command) -> None:
         fail(name, "aborted", 1)
     except NeuroflowError as error:
         fail(name, str(error), 1)
+    except Exception as error:
+        if unreachable := tracking_unreachable(error):
+            fail(name, unreachable, 1)
+        raise
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def tracking_unreachable(error: Exception) -> str | None:
+    """One line for an MLflow call that gave up on a tracking server that stopped answering
+    (after MLflow's own retries: MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7, about 4 minutes)."""
+    exceptions = sys.modules.get("mlflow.exceptions")
+    text = str(error)
+    if exceptions is None or not isinstance(error, exceptions.MlflowException):
+        return None
+    if "API request to" not in text or "Max retries exceeded" not in text:
+        return None
+    server = os.environ.get("MLFLOW_TRACKING_URI", "the tracking server")
+    return (
+        f"tracking server {server} stopped answering ({text.split(' failed')[0]} failed after "
+        "MLflow's retries); expected it to be reachable (MLFLOW_HTTP_REQUEST_MAX_RETRIES sets "
+        "how long to wait)"
+    )
 
 
 def fail(name: str, message: str, code: int) -> None:

@@ -53,6 +53,7 @@ def model_list(ctx, param, value: str) -> tuple[str, ...]:
 )
 def main(**options):
     """Run the whole pipeline and log summary.md."""
+    cli.check_data_dir(options["dataset"], options["data_dir"])  # before any child run starts
     from neuroflow.pipeline.main import run_pipeline
 
     with cli.step_run():

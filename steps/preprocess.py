@@ -5,8 +5,6 @@ plus metadata.json (classes, shape, normalisation, digests, source, params), wit
 logged as an MLflow input. Later steps read it by URI: runs:/<run id>/prepared.
 """
 
-from pathlib import Path
-
 import click
 
 from neuroflow import cli
@@ -22,7 +20,8 @@ DEFAULTS = PrepareConfig()
     "--data-dir",
     default=DEFAULTS.data_dir,
     show_default=True,
-    help="the IDX folder for dataset=idx; where the MNIST family is downloaded to and read from",
+    help="for dataset=idx, a folder or a .zip, .tar, .tar.gz or .tgz archive of IDX files; "
+    "for the MNIST family, where it is downloaded to and read from",
 )
 @click.option("--val-fraction", type=cli.FRACTION, default=DEFAULTS.val_fraction, show_default=True)
 @click.option(
@@ -45,11 +44,7 @@ def preprocess(**options):
             "expected less than 1 so the train split keeps images",
             param_hint="'--val-fraction' / '--test-fraction'",
         )
-    if config.dataset == "idx" and not Path(config.data_dir).expanduser().is_dir():
-        raise click.BadParameter(
-            f"{config.data_dir!r} is not a folder; dataset idx needs a folder of IDX files",
-            param_hint="'--data-dir'",
-        )
+    cli.check_data_dir(config.dataset, config.data_dir)
     from neuroflow.jobs.preprocess import preprocess as prepare_and_log
 
     with cli.step_run():

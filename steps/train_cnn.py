@@ -24,14 +24,15 @@ DEFAULTS = CNNConfig()
     help="output channels of each conv block; each block halves the image",
 )
 @click.option("--dropout", type=cli.DROPOUT, default=DEFAULTS.dropout, show_default=True)
-def train_cnn(data, channels, dropout, **training):
+def train_cnn(data, channels, dropout, resume_from, resume, **training):
     """Train the CNN and log it as `model`."""
     config = TrainConfig(**training)
     cli.launch(config.nproc, config.device)
     from neuroflow.jobs.train import train_classifier
 
+    model = CNNConfig(channels=channels, dropout=dropout)
     with cli.step_run():
-        train_classifier("cnn", CNNConfig(channels=channels, dropout=dropout), config, data)
+        train_classifier("cnn", model, config, data, resume_from=resume_from, resume=resume)
 
 
 if __name__ == "__main__":

@@ -24,14 +24,15 @@ DEFAULTS = MLPConfig()
     help="hidden layer sizes",
 )
 @click.option("--dropout", type=cli.DROPOUT, default=DEFAULTS.dropout, show_default=True)
-def train_mlp(data, hidden, dropout, **training):
+def train_mlp(data, hidden, dropout, resume_from, resume, **training):
     """Train the MLP and log it as `model`."""
     config = TrainConfig(**training)
     cli.launch(config.nproc, config.device)
     from neuroflow.jobs.train import train_classifier
 
+    model = MLPConfig(hidden=hidden, dropout=dropout)
     with cli.step_run():
-        train_classifier("mlp", MLPConfig(hidden=hidden, dropout=dropout), config, data)
+        train_classifier("mlp", model, config, data, resume_from=resume_from, resume=resume)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ DEFAULTS = RNNConfig()
     help="also read the rows bottom to top",
 )
 @click.option("--dropout", type=cli.DROPOUT, default=DEFAULTS.dropout, show_default=True)
-def train_rnn(data, cell, hidden_size, num_layers, bidirectional, dropout, **training):
+def train_rnn(
+    data, cell, hidden_size, num_layers, bidirectional, dropout, resume_from, resume, **training
+):
     """Train the RNN and log it as `model`."""
     config = TrainConfig(**training)
     cli.launch(config.nproc, config.device)
@@ -36,7 +38,7 @@ def train_rnn(data, cell, hidden_size, num_layers, bidirectional, dropout, **tra
 
     model = RNNConfig(cell, hidden_size, num_layers, bidirectional, dropout)
     with cli.step_run():
-        train_classifier("rnn", model, config, data)
+        train_classifier("rnn", model, config, data, resume_from=resume_from, resume=resume)
 
 
 if __name__ == "__main__":

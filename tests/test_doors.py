@@ -16,6 +16,7 @@ BAD_OPTIONS = [
     ("preprocess", ["--test-fraction=0"], "0.0 is not in the range"),
     ("preprocess", ["--val-fraction=0.5", "--test-fraction=0.6"], "val_fraction + test_fraction"),
     ("preprocess", ["--dataset=idx", "--data-dir=/no/such/folder"], "'/no/such/folder' is not a"),
+    ("preprocess", ["--dataset=idx", "--data-dir=README.md"], "'README.md' is not a folder or an"),
     ("preprocess", ["--image-size=abc"], "'abc' is not a valid integer"),
     ("preprocess", ["--seed=-3"], "-3 is not in the range"),
     ("train_cnn", ["--epochs=-1"], "-1 is not in the range"),
@@ -28,6 +29,7 @@ BAD_OPTIONS = [
     ("train_cnn", ["--dropout=1"], "1.0 is not in the range"),
     ("train_cnn", ["--channels=32,,64"], "'32,,64' is not a comma-separated list"),
     ("train_cnn", ["--data=my-run"], "'my-run' is not 'latest'"),
+    ("train_cnn", [f"--data=runs:/{'0' * 32}/../x"], "/../x' climbs out of the run's artifacts"),
     ("train_mlp", ["--hidden=100,-5"], "'100,-5' is not a comma-separated list"),
     ("train_mlp", ["--max-batches=-1"], "-1 is not in the range"),
     ("train_mlp", ["--patience=x"], "'x' is not a valid integer"),
@@ -56,6 +58,9 @@ BAD_OPTIONS = [
     ("main", ["--env-manager=docker"], "'docker' is not one of"),
     ("main", ["--epochs=-1"], "-1 is not in the range x>=0"),
     ("main", ["--use-cache=sometimes"], "'sometimes' is not a valid boolean"),
+    ("main", ["--dataset=idx", "--data-dir=/no/such/folder"], "'/no/such/folder' is not a"),
+    ("train_cnn", ["--resume-from=abc"], "'abc' is not a 32-character run id"),
+    ("train_rnn", ["--resume=perhaps"], "'perhaps' is not a valid boolean"),
 ]
 
 

@@ -1,4 +1,5 @@
-"""End to end through the real `mlflow run` CLI, from an empty folder with a fresh store."""
+"""End to end through the real `mlflow run` CLI, from an empty folder with a fresh store. Bad
+input through the same CLI is in test_bad_input.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from helpers import ROOT, Store, synthetic_digits
+from helpers import ROOT, Store
 from neuroflow.data.prepared import load_prepared
 from neuroflow.tracking.lineage import git_state
 
@@ -79,58 +80,6 @@ def test_train_mlp_alone_on_a_fresh_store_prepares_its_data(tmp_path):
     run = store.get(result.run_id)
     assert run.data.params["data_run_id"] == child.info.run_id
     assert run.data.metrics["test_accuracy"] > 0.8
-
-
-def corrupt_folders(root: Path) -> dict[str, Path]:
-    from neuroflow.data.idx import write_idx
-
-    images, labels = synthetic_digits(50)
-    folders = {name: root / name for name in ("empty", "truncated", "mismatched", "not_idx")}
-    for folder in folders.values():
-        folder.mkdir()
-    write_idx(folders["truncated"] / "train-images-idx3-ubyte", images)
-    write_idx(folders["truncated"] / "train-labels-idx1-ubyte", labels)
-    raw = folders["truncated"] / "train-images-idx3-ubyte"
-    raw.write_bytes(raw.read_bytes()[:-100])
-    write_idx(folders["mismatched"] / "train-images-idx3-ubyte.gz", images)
-    write_idx(folders["mismatched"] / "train-labels-idx1-ubyte.gz", labels[:-1])
-    (folders["not_idx"] / "train-images-idx3-ubyte").write_text("hello")
-    write_idx(folders["not_idx"] / "train-labels-idx1-ubyte", labels)
-    return folders
-
-
-BAD_INPUTS = [
-    ("preprocess", {"dataset": "cifar"}, "'cifar' is not one of"),
-    ("preprocess", {"dataset": "idx", "data_dir": "{missing}"}, "missing' is not a folder"),
-    ("preprocess", {"dataset": "idx", "data_dir": "{empty}"}, "holds no IDX pairs"),
-    ("preprocess", {"dataset": "idx", "data_dir": "{truncated}"}, "truncated or corrupt"),
-    ("preprocess", {"dataset": "idx", "data_dir": "{mismatched}"}, "50 images but"),
-    ("preprocess", {"dataset": "idx", "data_dir": "{not_idx}"}, "not an IDX file"),
-    ("train_cnn", {"epochs": -1}, "-1 is not in the range x>=1"),
-    ("train_cnn", {"lr": "abc"}, "'abc' is not a valid float"),
-    ("train_mlp", {"data": "0" * 32}, f"run {'0' * 32} does not exist"),
-    ("train_rnn", {"cell": "transformer"}, "'transformer' is not one of"),
-    ("train_dcgan", {"loss": "hinge"}, "'hinge' is not one of"),
-    ("train_dcgan", {"latent_dim": 0}, "0 is not in the range x>=1"),
-    (
-        "train_dcgan",
-        {"evaluator": "models:/nothing@champion"},
-        "evaluator models:/nothing@champion",
-    ),
-]
-
-
-@pytest.mark.parametrize(("entry_point", "params", "message"), BAD_INPUTS)
-def test_bad_input_fails_the_run_with_one_line(tmp_path, entry_point, params, message):
-    folders = {**corrupt_folders(tmp_path), "missing": tmp_path / "missing"}
-    params = {key: str(value).format(**folders) for key, value in params.items()}
-    store = Store(tmp_path)
-    result = store.run(entry_point, **params)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    (line,) = result.error_lines()
-    assert line.startswith(f"{entry_point}: error: ") and message in line
-    assert store.get(result.run_id).info.status == "FAILED"
 
 
 def test_real_mnist_split_by_fraction(mnist_t10k, tmp_path):

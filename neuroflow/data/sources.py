@@ -1,4 +1,5 @@
-"""Where images come from: scikit-learn's digits, the torchvision MNIST family, or IDX folders.
+"""Where images come from: scikit-learn's digits, the torchvision MNIST family, or IDX files
+in a folder or an archive.
 
 A source yields parts, each a block of (N, H, W) uint8 images with (N,) labels, marked as the
 official test split or not. Parts may be memory-mapped; nothing here copies them.
@@ -6,12 +7,13 @@ official test split or not. Parts may be memory-mapped; nothing here copies them
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from neuroflow.data import idx
+from neuroflow.data import archives, idx
 from neuroflow.errors import DataError
 
 DIGIT_CLASSES = [str(d) for d in range(10)]
@@ -42,6 +44,8 @@ class Source:
     uri: str  # where the images were read from, recorded as the dataset source
     parts: list[Part]
     classes: list[str]
+    # An unpacked archive the parts are memory-mapped from; removed when the Source is.
+    unpacked: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
     @property
     def native_shape(self) -> tuple[int, int]:
@@ -53,14 +57,15 @@ class Source:
 
 
 def load_source(name: str, data_dir: str) -> Source:
-    """Open dataset `name`; `data_dir` is where torchvision data lives or the IDX folder."""
+    """Open dataset `name`; `data_dir` is where torchvision data lives, or the IDX folder or
+    archive."""
     if name == "digits":
         return _digits()
-    folder = Path(data_dir).expanduser().resolve()
+    path = Path(data_dir).expanduser().resolve()
     if name in TORCHVISION:
-        return _torchvision(name, folder)
+        return _torchvision(name, path)
     if name == "idx":
-        return _idx_folder(folder)
+        return _idx_archive(path) if archives.is_archive(path) else _idx_folder(path)
     raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
 
 
@@ -74,24 +79,45 @@ def _digits() -> Source:
     return Source("digits", "sklearn.datasets.load_digits", [part], DIGIT_CLASSES)
 
 
-def _idx_folder(folder: Path) -> Source:
+def _idx_folder(folder: Path, where: str = "") -> Source:
+    """The IDX pairs in `folder`; errors call it `where` (default: data_dir <folder>)."""
+    where = where or f"data_dir {folder}"
     if not folder.is_dir():
-        raise DataError(f"data_dir {folder} does not exist or is not a folder")
+        raise DataError(f"{where} does not exist or is not a folder")
     pairs = idx.find_pairs(folder)
     if not pairs:
         raise DataError(
-            f"data_dir {folder} holds no IDX pairs; expected files like "
+            f"{where} holds no IDX pairs; expected files like "
             "train-images-idx3-ubyte[.gz] beside train-labels-idx1-ubyte[.gz]"
         )
     parts = [Part(*idx.read_pair(pair), pair.images.name, pair.is_official_test) for pair in pairs]
     shapes = {p.images.shape[1:] for p in parts}
     if len(shapes) > 1:
-        raise DataError(f"data_dir {folder} mixes image shapes {sorted(shapes)}; expected one")
+        raise DataError(f"{where} mixes image shapes {sorted(shapes)}; expected one")
     if all(p.official_test for p in parts):  # a test split alone is split by fraction
         for part in parts:
             part.official_test = False
     n_classes = 1 + max(int(p.labels.max()) for p in parts if len(p.labels))
     return Source("idx", folder.as_uri(), parts, [str(c) for c in range(n_classes)])
+
+
+def _idx_archive(archive: Path) -> Source:
+    """The IDX files in `archive`, at its top or in one folder inside it, unpacked safely into a
+    temporary folder that lives as long as the Source (raw files are memory-mapped from it)."""
+    unpacked = tempfile.TemporaryDirectory(prefix="neuroflow-idx-")
+    try:
+        root = Path(unpacked.name).resolve()
+        archives.extract(archive, root)
+        homes = sorted({p.parent for p in root.rglob("*images*idx3*") if p.is_file()})
+        if len(homes) > 1:
+            folders = ", ".join(str(h.relative_to(root)) for h in homes)
+            raise DataError(f"archive {archive} holds IDX files in {folders}; expected one folder")
+        source = _idx_folder(homes[0] if homes else root, where=f"archive {archive}")
+    except BaseException:
+        unpacked.cleanup()
+        raise
+    source.uri, source.unpacked = archive.as_uri(), unpacked
+    return source
 
 
 def _torchvision(name: str, root: Path) -> Source:

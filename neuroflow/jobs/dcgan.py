@@ -144,7 +144,9 @@ def _load(uri: str):
         return mlflow.pytorch.load_model(uri, map_location="cpu")
     except (MlflowException, OSError) as error:
         message = str(error).splitlines()[0]
-        raise RunLookupError(f"evaluator {uri} cannot be loaded: {message}") from None
+        raise RunLookupError(
+            f"evaluator {uri} cannot be loaded: {message}; expected the URI of a logged classifier"
+        ) from None
 
 
 def _checked(model, uri: str, prepared: Prepared) -> ImageClassifier:

@@ -16,6 +16,7 @@ from neuroflow.data.prepared import Prepared, load_prepared
 from neuroflow.errors import RunLookupError
 from neuroflow.families import FID
 from neuroflow.tracking.lineage import provenance_tags
+from neuroflow.tracking.locks import registry_lock
 from neuroflow.tracking.registry import (
     CHAMPION,
     Decision,
@@ -72,32 +73,68 @@ def promote(
     client = MlflowClient()
     chosen = resolve_version(client, model_name, candidate)
     judged_by = family_metric(chosen, metric)
-    champion = alias_version(client, model_name, CHAMPION)
-    if champion is not None and champion.version == chosen.version:
-        score = float(chosen.tags.get(f"rescored_{judged_by.name}", "nan"))
-        decision = Decision(False, f"version {chosen.version} is already the champion")
-        outcome = Outcome(
-            judged_by.name,
-            str(chosen.version),
-            str(champion.version),
-            score,
-            score,
-            decision,
-            dry_run,
-        )
+    judge = Judge(chosen, judged_by, min_delta, dry_run)
+    holder = f"promote run {mlflow.active_run().info.run_id}"
+    for _ in range(MAX_ROUNDS):
+        champion = alias_version(client, model_name, CHAMPION)
+        outcome = judge(champion)
+        if dry_run or outcome.candidate == outcome.champion_before:
+            break
+        # Scoring takes seconds and another promote may move the champion meanwhile: act only
+        # if it is still the one judged against, so the result is that of some serial order.
+        with registry_lock(client, model_name, holder):
+            if _number(alias_version(client, model_name, CHAMPION)) == _number(champion):
+                _apply(client, chosen, outcome, stage)
+                break
     else:
-        scorer = Scorer(chosen, judged_by)
-        cand_score = scorer(chosen)
-        champ_score = scorer(champion) if champion is not None else None
-        decision = decide(judged_by, cand_score, champ_score, min_delta)
-        before = str(champion.version) if champion is not None else None
-        outcome = Outcome(
-            judged_by.name, str(chosen.version), before, cand_score, champ_score, decision, dry_run
+        raise RunLookupError(
+            f"the champion of {model_name!r} moved {MAX_ROUNDS} times while version "
+            f"{chosen.version} was judged; expected it to settle, try again"
         )
-        if not dry_run:
-            _apply(client, chosen, outcome, stage)
     _log(outcome, model_name)
     return outcome
+
+
+MAX_ROUNDS = 10  # re-judgings when other promotes move the champion meanwhile
+
+
+def _number(version) -> str | None:
+    return None if version is None else str(version.version)
+
+
+class Judge:
+    """Decides whether `chosen` replaces a champion, scoring each version once."""
+
+    def __init__(self, chosen, metric, min_delta: float, dry_run: bool):
+        self.chosen, self.metric, self.min_delta, self.dry_run = chosen, metric, min_delta, dry_run
+        self.scorer: Scorer | None = None
+        self.scores: dict[str, float] = {}
+
+    def score(self, version) -> float:
+        if version.version not in self.scores:
+            self.scorer = self.scorer or Scorer(self.chosen, self.metric)
+            self.scores[version.version] = self.scorer(version)
+        return self.scores[version.version]
+
+    def __call__(self, champion) -> Outcome:
+        chosen, name = self.chosen, self.metric.name
+        before = _number(champion)
+        if before == str(chosen.version):
+            score = float(chosen.tags.get(f"rescored_{name}", "nan"))
+            decision = Decision(False, f"version {chosen.version} is already the champion")
+            return Outcome(name, before, before, score, score, decision, self.dry_run)
+        candidate_score = self.score(chosen)
+        champion_score = self.score(champion) if champion is not None else None
+        decision = decide(self.metric, candidate_score, champion_score, self.min_delta)
+        return Outcome(
+            name,
+            str(chosen.version),
+            before,
+            candidate_score,
+            champion_score,
+            decision,
+            self.dry_run,
+        )
 
 
 class Scorer:

@@ -8,6 +8,7 @@ from mlflow import MlflowClient
 from neuroflow.errors import RunLookupError
 from neuroflow.families import metric_for
 from neuroflow.tracking.lineage import provenance_tags
+from neuroflow.tracking.locks import registry_lock
 from neuroflow.tracking.registry import (
     CHALLENGER,
     best_run,
@@ -53,15 +54,18 @@ def register(
         raise RunLookupError(f"{model_uri} has no signature; Unity Catalog requires one")
 
     client = MlflowClient()
-    version = existing_version(client, name, run.info.run_id)
-    if version is None:
-        score = run.data.metrics[judged_by.name]
-        version = mlflow.register_model(model_uri, name, tags=_version_tags(run, family, dataset))
-        client.update_model_version(
-            name, version.version, _description(run, family, judged_by, score)
-        )
-        client.set_model_version_tag(name, version.version, judged_by.name, str(score))
-    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    # Held so that two registers of one run racing each other make one version, not two.
+    with registry_lock(client, name, f"register run {active.info.run_id}"):
+        version = existing_version(client, name, run.info.run_id)
+        if version is None:
+            score = run.data.metrics[judged_by.name]
+            tags = _version_tags(run, family, dataset)
+            version = mlflow.register_model(model_uri, name, tags=tags)
+            client.update_model_version(
+                name, version.version, _description(run, family, judged_by, score)
+            )
+            client.set_model_version_tag(name, version.version, judged_by.name, str(score))
+        client.set_registered_model_alias(name, CHALLENGER, version.version)
     mlflow.set_tags(
         {
             "registered_model": name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
@@ -11,11 +12,14 @@ import mlflow
 import torch
 
 from neuroflow.data.prepared import load_prepared
+from neuroflow.errors import TrainingError
 from neuroflow.jobs.preprocess import preprocess_nested
 from neuroflow.models.families import build_classifier
 from neuroflow.tracking import artifacts
 from neuroflow.tracking.lineage import log_splits, provenance_tags
+from neuroflow.tracking.resume import Resume, find_start, saver
 from neuroflow.tracking.runs import FAMILY_TAG, STEP_TAG, download, log_params_once, resolve_data
+from neuroflow.training.checkpoint import Checkpoints
 from neuroflow.training.classifier import evaluate, fit, to_device
 from neuroflow.training.config import TrainConfig, seed_everything
 from neuroflow.training.distributed import Ranks
@@ -26,6 +30,10 @@ Watch = Callable[[torch.nn.Module, int], None]  # (model, epoch) -> None
 def param_string(value) -> str:
     """How a param is logged: tuples as '100,50', like the option that set them."""
     return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def experiment_id() -> str:
+    return mlflow.active_run().info.experiment_id
 
 
 def log_metrics(metrics: dict[str, float], epoch: int) -> None:
@@ -39,20 +47,31 @@ def train_classifier(
     data: str,
     ranks: Ranks | None = None,
     watch: Watch | None = None,
+    resume_from: str = "",
+    resume: bool = False,
 ) -> str | None:
     """In the active run: train `family` on the prepared dataset `data` names (see
     neuroflow.tracking.runs.resolve_data) and log metrics, plots/ and `model`. Returns the
     logged model's URI. Under torchrun every rank calls this; rank 0 alone talks to MLflow and
     returns the URI, the others return None. `watch(model, epoch)` is called on rank 0 with
     epoch 0 once the model and data are ready, then after each epoch has been logged (the
-    benchmarks time training with it)."""
+    benchmarks time training with it). Every epoch logs checkpoints/last.pt; `resume_from` (a
+    run id) or `resume` (the newest FAILED or KILLED run with these parameters) go on from one
+    (see neuroflow.tracking.resume)."""
     ranks = ranks or Ranks.setup(config.device)
     if ranks.main:
         mlflow.set_tags({STEP_TAG: f"train_{family}", FAMILY_TAG: family, **provenance_tags()})
         options = {**asdict(model_config), **asdict(config), "data": data, "nproc": ranks.size}
-        log_params_once({key: param_string(value) for key, value in options.items()})
+        params = {key: param_string(value) for key, value in options.items()}
+        log_params_once(params)
+    work = Path(ranks.from_main(tempfile.mkdtemp))  # checkpoints, shared by the ranks
+    start = ranks.from_main(
+        lambda: find_start(Resume(resume_from, resume), f"train_{family}", params, work)
+    )
     ref = ranks.from_main(
-        lambda: resolve_data(data, mlflow.active_run().info.experiment_id) or preprocess_nested()
+        lambda: (
+            resolve_data(start.data_uri if start else data, experiment_id()) or preprocess_nested()
+        )
     )
     with tempfile.TemporaryDirectory() as tmp:
         prepared = load_prepared(Path(download(ref.uri, tmp)))  # read whole into memory
@@ -69,16 +88,33 @@ def train_classifier(
         s: to_device(prepared.images[s], prepared.labels[s], ranks.device) for s in prepared.images
     }
 
+    logged = [start.state["epoch"] if start else 0]
+
     def log_epoch(metrics: dict[str, float], epoch: int) -> None:
         log_metrics(metrics, epoch)
+        logged[0] = epoch
         if watch:
             watch(model, epoch)
 
     if watch and ranks.main:
         watch(model, 0)
-    result = fit(
-        model, splits["train"], splits["val"], config, log_epoch if ranks.main else None, ranks
-    )
+    checkpoints = Checkpoints(start.state if start else None, saver(work) if ranks.main else None)
+    try:
+        result = fit(
+            model,
+            splits["train"],
+            splits["val"],
+            config,
+            log_epoch if ranks.main else None,
+            ranks,
+            checkpoints,
+        )
+    except TrainingError:
+        if ranks.main:  # its weights are in checkpoints/last.pt
+            mlflow.set_tag("last_good_epoch", str(logged[0]))
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     if not ranks.main:
         return None
     test = evaluate(model, *splits["test"])

@@ -6,8 +6,6 @@ and model version URIs), so a changed input is a changed parameter.
 
 from __future__ import annotations
 
-import contextlib
-import shlex
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import yaml
 from mlflow import MlflowClient
 
-from neuroflow.tracking.runs import STEP_TAG
+from neuroflow.tracking.runs import STEP_TAG, normalise
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -25,21 +23,6 @@ def defaults(entry_point: str) -> dict[str, str]:
     """The MLproject defaults of `entry_point`'s parameters."""
     spec = yaml.safe_load((PROJECT / "MLproject").read_text())["entry_points"][entry_point]
     return {name: str(p["default"]) for name, p in spec.get("parameters", {}).items()}
-
-
-def normalise(value) -> str:
-    """One spelling per value: shell quoting removed (`mlflow run` logs '' for an empty
-    string), numbers in Python's float repr ('3e-3' == '0.003', '10' == '10.0'), booleans
-    lower case."""
-    text = str(value)
-    with contextlib.suppress(ValueError):  # unbalanced quotes: keep the text as it is
-        text = " ".join(shlex.split(text))
-    if text.lower() in ("true", "false"):
-        return text.lower()
-    try:
-        return repr(float(text))
-    except ValueError:
-        return text
 
 
 def full_params(entry_point: str, params: dict) -> dict[str, str]:

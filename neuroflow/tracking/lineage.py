@@ -10,6 +10,7 @@ import mlflow
 from mlflow.data.dataset_source import DatasetSource
 
 from neuroflow.data.prepared import SPLITS, Prepared
+from neuroflow.tracking.secrets import scrub
 
 CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +66,8 @@ def log_splits(prepared: Prepared, uri: str) -> None:
 
 
 def provenance_tags() -> dict[str, str]:
-    """The git commit (and whether the tree had uncommitted changes) and library versions."""
+    """The git commit (and whether the tree had uncommitted changes) and library versions,
+    with secrets masked."""
     import numpy
     import torch
 
@@ -78,7 +80,7 @@ def provenance_tags() -> dict[str, str]:
     commit, dirty = git_state(PROJECT_ROOT)
     if commit:
         tags.update({"git_commit": commit, "git_dirty": str(dirty).lower()})
-    return tags
+    return scrub(tags)
 
 
 CODE = ("MLproject", "conda.yaml", "python_env.yaml", "requirements.txt", "neuroflow", "steps")

@@ -48,11 +48,16 @@ def is_unity_catalog() -> bool:
 
 def training_run(run_id: str, family: str = ""):
     """The run `run_id`, which must be a finished training run (of `family`, if given)."""
-    run = get_run(run_id)
+    run = get_run(run_id, "a FINISHED training run")
     trained = run.data.tags.get(FAMILY_TAG)
-    if trained not in FAMILIES or "model_uri" not in run.data.tags:
-        step = run.data.tags.get(STEP_TAG, "untagged")
+    step = run.data.tags.get(STEP_TAG, "untagged")
+    if trained not in FAMILIES:
         raise RunLookupError(f"run {run_id} is a {step} run; expected a training run with a model")
+    if "model_uri" not in run.data.tags:  # it stopped before it logged one
+        raise RunLookupError(
+            f"run {run_id} is a {run.info.status} {step} run that logged no model; "
+            "expected a FINISHED training run with a model"
+        )
     if family and trained != family:
         raise RunLookupError(f"run {run_id} trained a {trained}; expected a {family}")
     if run.info.status != "FINISHED":

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import shlex
 from dataclasses import dataclass
 
 import mlflow
 from mlflow.exceptions import MlflowException
 
 from neuroflow.errors import RunLookupError
+from neuroflow.tracking.secrets import scrub
 from neuroflow.tracking.uris import RUNS_URI
 
 STEP_TAG = "step"  # the entry point a run belongs to: preprocess, train_cnn, ...
@@ -34,7 +37,7 @@ def resolve_data(value: str, experiment_id: str) -> DataRef | None:
         run_id, path = match.groups()
     else:
         run_id, path = value, PREPARED
-    run = get_run(run_id)
+    run = get_run(run_id, "a preprocess run for data")
     step = run.data.tags.get(STEP_TAG)
     if step != "preprocess":
         raise RunLookupError(
@@ -45,13 +48,14 @@ def resolve_data(value: str, experiment_id: str) -> DataRef | None:
     )
 
 
-def get_run(run_id: str):
+def get_run(run_id: str, expected: str = "a run of this tracking store"):
+    """Run `run_id`; when it does not exist, a one-line error saying what was `expected`."""
     try:
         return mlflow.get_run(run_id)
     except MlflowException as error:
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise RunLookupError(
-                f"run {run_id} does not exist in {mlflow.get_tracking_uri()}"
+                f"run {run_id} does not exist in {mlflow.get_tracking_uri()}; expected {expected}"
             ) from None
         raise
 
@@ -69,10 +73,11 @@ def latest_run(step: str, experiment_id: str):
 
 def log_params_once(params: dict) -> None:
     """Log params, skipping those `mlflow run` already logged for this run (MLflow refuses to
-    log a param twice with a different string, e.g. '1e-3' then '0.001')."""
+    log a param twice with a different string, e.g. '1e-3' then '0.001'). Secrets in the
+    values are masked (see neuroflow.tracking.secrets)."""
     run = mlflow.active_run()
     logged = mlflow.get_run(run.info.run_id).data.params
-    fresh = {k: str(v) for k, v in params.items() if k not in logged}
+    fresh = scrub({k: v for k, v in params.items() if k not in logged})
     if fresh:
         mlflow.log_params(fresh)
 
@@ -83,3 +88,18 @@ def download(uri: str, dst_path: str) -> str:
         return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst_path)
     except (MlflowException, OSError) as error:
         raise RunLookupError(f"cannot download {uri}: {str(error).splitlines()[0]}") from None
+
+
+def normalise(value) -> str:
+    """One spelling per value: shell quoting removed (`mlflow run` logs '' for an empty
+    string), numbers in Python's float repr ('3e-3' == '0.003', '10' == '10.0'), booleans
+    lower case."""
+    text = str(value)
+    with contextlib.suppress(ValueError):  # unbalanced quotes: keep the text as it is
+        text = " ".join(shlex.split(text))
+    if text.lower() in ("true", "false"):
+        return text.lower()
+    try:
+        return repr(float(text))
+    except ValueError:
+        return text

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from neuroflow.errors import TrainingError
+from neuroflow.training.checkpoint import Checkpoints, restore_rng, rng_state
 from neuroflow.training.config import TrainConfig
 from neuroflow.training.distributed import Ranks
 
@@ -94,10 +95,12 @@ def fit(
     config: TrainConfig,
     on_epoch: OnEpoch | None = None,
     ranks: Ranks | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> FitResult:
     """Train `model` on `train` = (images, labels) tensors, pick the epoch with the lowest
     val_loss, and leave the model holding that epoch's weights. Under several ranks each trains
-    on its shard with batch_size / ranks images per step, so a step still sees batch_size."""
+    on its shard with batch_size / ranks images per step, so a step still sees batch_size.
+    `checkpoints` may give a state to resume from and take the state after every epoch."""
     from tqdm.auto import tqdm
 
     ranks = ranks or Ranks(0, 1, train[0].device)
@@ -115,10 +118,27 @@ def fit(
     )
     generator = torch.Generator().manual_seed(config.seed)  # the shuffling order, seeded apart
     history: list[dict[str, float]] = []
-    best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
+    best_loss, best_state, best_epoch, stale, done = math.inf, None, 0, 0, 0
+    checkpoints = checkpoints or Checkpoints()
+    if checkpoints.start is not None:
+        state = checkpoints.start
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        restore_rng(state["rng"], generator)
+        history, done = list(state["history"]), state["epoch"]
+        best = state["best"]
+        best_loss, best_epoch, stale = best["loss"], best["epoch"], best["stale"]
+        best_state = best["weights"]
     show = None if ranks.main else True  # tqdm: None shows on a terminal, True hides
-    progress = tqdm(total=config.epochs * steps, desc=model.family, unit="batch", disable=show)
-    for epoch in range(1, config.epochs + 1):
+    progress = tqdm(
+        total=config.epochs * steps,
+        initial=done * steps,
+        desc=model.family,
+        unit="batch",
+        disable=show,
+    )
+    for epoch in range(done + 1, config.epochs + 1):
         model.train()
         order = ranks.shard(torch.randperm(len(labels), generator=generator))
         order = order[: steps * batch_size]
@@ -156,8 +176,21 @@ def fit(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
-            if config.patience and stale >= config.patience:
-                break
+        if checkpoints.save and ranks.main:
+            best = {"loss": best_loss, "epoch": best_epoch, "stale": stale, "weights": best_state}
+            checkpoints.save(
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "rng": rng_state(generator),
+                    "history": history,
+                    "best": best,
+                }
+            )
+        if config.patience and stale >= config.patience:
+            break
     progress.close()
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -1,0 +1,131 @@
+"""Resuming a training run through MLflow: the checkpoint each epoch logs, and the run to go on
+from (named by resume_from, or found by resume=true).
+
+A resumed run is a new run. It starts from the old run's last checkpoint, trains on the old
+run's data, carries the old run's metric history up to that epoch, and is tagged resumed_from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, RunStatus
+
+from neuroflow.errors import RunLookupError
+from neuroflow.tracking.runs import STEP_TAG, download, get_run, normalise
+from neuroflow.training import checkpoint
+
+FOLDER, FILE = "checkpoints", "last.pt"
+RESUMABLE = ("FAILED", "KILLED")
+MAY_DIFFER = frozenset({"device", "nproc"})  # where it runs, not what it computes
+EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy")
+
+
+@dataclass(frozen=True)
+class Resume:
+    run_id: str = ""  # resume this run
+    newest: bool = False  # resume the newest FAILED or KILLED run with the same parameters
+
+
+@dataclass(frozen=True)
+class Start:
+    run_id: str
+    data_uri: str
+    state: dict
+
+
+def saver(folder: Path):
+    """Checkpoints.save for fit(): the state as checkpoints/last.pt of the active run."""
+
+    def save(state: dict) -> None:
+        mlflow.log_artifact(str(checkpoint.save(state, folder / FILE)), FOLDER)
+
+    return save
+
+
+def find_start(request: Resume, step: str, params: dict[str, str], folder: Path) -> Start | None:
+    """The checkpoint to start from (downloaded into `folder`), or None to train from scratch."""
+    if not (request.run_id or request.newest):
+        return None
+    wanted = {key: normalise(value) for key, value in params.items() if key not in MAY_DIFFER}
+    if request.run_id:
+        run = resumable(request.run_id, step, wanted)
+    else:
+        run = newest_resumable(step, wanted)
+        if run is None:
+            print(f"{step}: no FAILED or KILLED run with these parameters; training from scratch")
+            return None
+    run_id = run.info.run_id
+    source = f"runs:/{run_id}/{FOLDER}/{FILE}"
+    state = checkpoint.load(Path(download(source, str(folder))), source)
+    carry_history(run_id, state["epoch"])
+    mlflow.set_tags({"resumed_from": run_id, "resumed_at_epoch": str(state["epoch"])})
+    print(f"{step}: resuming run {run_id} after epoch {state['epoch']}")
+    return Start(run_id, run.data.params["data_uri"], state)
+
+
+def resumable(run_id: str, step: str, wanted: dict[str, str]):
+    """Run `run_id`, checked: a run of `step` that did not finish, trained with the same
+    parameters, with a checkpoint. A RUNNING run named here is taken to be dead (its process
+    was killed with the `mlflow run` above it) and marked KILLED."""
+    run = get_run(run_id, f"a FAILED or KILLED {step} run for resume_from")
+    if run.data.tags.get(STEP_TAG) != step:
+        kind = run.data.tags.get(STEP_TAG, "untagged")
+        raise RunLookupError(f"resume_from {run_id} is a {kind} run; expected a {step} run")
+    if run.info.status == "FINISHED":
+        raise RunLookupError(
+            f"resume_from {run_id} is FINISHED; expected a FAILED or KILLED run to go on from"
+        )
+    for key, value in wanted.items():
+        logged = normalise(run.data.params.get(key, "<unset>"))
+        if logged != value:
+            raise RunLookupError(
+                f"resume_from {run_id} was trained with {key}={logged}; this run has "
+                f"{key}={value}, expected the same parameters"
+            )
+    if not has_checkpoint(run_id):
+        raise RunLookupError(
+            f"resume_from {run_id} has no {FOLDER}/{FILE}; it stopped before its first epoch "
+            "ended, so there is nothing to resume"
+        )
+    if run.info.status == "RUNNING":
+        MlflowClient().set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+    return run
+
+
+def newest_resumable(step: str, wanted: dict[str, str]):
+    experiment_id = mlflow.active_run().info.experiment_id
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.{STEP_TAG} = '{step}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=200,
+        output_format="list",
+    )
+    for run in runs:
+        if run.info.status not in RESUMABLE:
+            continue
+        logged = {key: normalise(run.data.params.get(key, "<unset>")) for key in wanted}
+        if logged == wanted and has_checkpoint(run.info.run_id):
+            return run
+    return None
+
+
+def has_checkpoint(run_id: str) -> bool:
+    files = MlflowClient().list_artifacts(run_id, FOLDER)
+    return any(item.path == f"{FOLDER}/{FILE}" for item in files)
+
+
+def carry_history(run_id: str, epoch: int) -> None:
+    """Copy the per-epoch metrics of run `run_id` up to `epoch` into the active run."""
+    client = MlflowClient()
+    points = [
+        Metric(key, point.value, point.timestamp, point.step)
+        for key in EPOCH_METRICS
+        for point in client.get_metric_history(run_id, key)
+        if point.step <= epoch
+    ]
+    client.log_batch(mlflow.active_run().info.run_id, metrics=points)

@@ -1,0 +1,81 @@
+"""Training state saved at every epoch end, so a killed run can go on where it stopped.
+
+A checkpoint holds everything the next epoch depends on: the weights, the optimiser and
+schedule, every random number generator, the epoch, the metric history and the best weights so
+far. Restoring it and training on gives the same numbers as never having stopped (on a CPU, with
+the same seed). It is plain tensors, numbers and strings, so it loads with weights_only=True and
+unpickles no code.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuroflow.errors import DataError
+
+FORMAT = 1  # bumped when the keys below change
+KEYS = ("format", "epoch", "model", "optimizer", "schedule", "rng", "history", "best")
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    """Every generator training draws from: torch's (dropout, init), the shuffling order's,
+    numpy's and Python's, and CUDA's when present."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "shuffle": generator.get_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["shuffle"])
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(state: dict, path: Path) -> Path:
+    torch.save({"format": FORMAT, **state}, path)
+    return path
+
+
+def load(path: Path, source: str) -> dict:
+    """The checkpoint at `path` (downloaded from `source`, named in errors), on the CPU."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file fails in many ways
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(
+            f"checkpoint {source} cannot be read ({first}); expected a file saved by training"
+        ) from None
+    missing = [key for key in KEYS if key not in state] if isinstance(state, dict) else KEYS
+    if missing or state["format"] != FORMAT:
+        raise DataError(
+            f"checkpoint {source} lacks {list(missing) or ['format ' + str(FORMAT)]}; "
+            "expected a file saved by training"
+        )
+    return state
+
+
+@dataclass
+class Checkpoints:
+    """What fit() is given: a state to start from (None: from scratch), and where to send the
+    state after each epoch (None: nowhere)."""
+
+    start: dict | None = None
+    save: Callable[[dict], None] | None = None

@@ -1,0 +1,311 @@
+"""Bad input to every entry point, through the real `mlflow run` CLI, on one shared store in
+which a model has been trained, registered and promoted. Each row must end with one line naming
+the bad value and what was expected, no traceback, its run FAILED, and nothing else changed: the
+registry compared byte for byte, and every run that was there before as it was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
+
+from helpers import MlflowRun, Store, synthetic_digits
+
+pytestmark = pytest.mark.slow
+
+MODEL = "digits_mlp"  # what register names the MLP trained on the default digits
+NO_RUN = "0" * 32  # a well-formed run id that no store holds
+
+
+def bad_folders(root: Path) -> dict[str, Path]:
+    """IDX folders that are each wrong in one way, a plain file, and a path that is not there."""
+    from neuroflow.data.idx import write_idx
+
+    images, labels = synthetic_digits(50)
+    names = ("empty", "truncated", "mismatched", "not_idx", "few")
+    folders = {name: root / name for name in names}
+    for folder in folders.values():
+        folder.mkdir()
+    truncated = folders["truncated"] / "train-images-idx3-ubyte"
+    write_idx(truncated, images)
+    write_idx(folders["truncated"] / "train-labels-idx1-ubyte", labels)
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    write_idx(folders["mismatched"] / "train-images-idx3-ubyte.gz", images)
+    write_idx(folders["mismatched"] / "train-labels-idx1-ubyte.gz", labels[:-1])
+    (folders["not_idx"] / "train-images-idx3-ubyte").write_text("hello")
+    write_idx(folders["not_idx"] / "train-labels-idx1-ubyte", labels)
+    few_images, few_labels = synthetic_digits(10)  # one image of each class
+    write_idx(folders["few"] / "train-images-idx3-ubyte", few_images)
+    write_idx(folders["few"] / "train-labels-idx1-ubyte", few_labels)
+    plain_file = root / "plain.txt"
+    plain_file.write_text("a file, not a folder\n")
+    return {**folders, "plain_file": plain_file, "missing": root / "missing"}
+
+
+def succeeded(result: MlflowRun) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.run_id
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> SimpleNamespace:
+    """A store with a prepared dataset, an MLP trained on it, registered and promoted (so the
+    registry holds a version with tags, a description and both aliases), a training run that
+    failed before it logged a model, and the bad folders. `values` fill the rows' {names}."""
+    store = Store(tmp_path_factory.mktemp("store"))
+    data_run = succeeded(store.run("preprocess"))
+    mlp_run = succeeded(store.run("train_mlp", data=data_run, epochs=2))
+    succeeded(store.run("register", run_id=mlp_run))
+    succeeded(store.run("promote", model_name=MODEL))
+    failed = store.run("train_mlp", data=mlp_run, epochs=2)  # data is not a preprocess run
+    assert failed.returncode != 0 and store.get(failed.run_id).info.status == "FAILED"
+
+    version = store.client.get_model_version_by_alias(MODEL, "champion")
+    assert sorted(version.aliases) == ["challenger", "champion"]
+    assert version.tags["promotion"] == "promoted" and version.description
+    folders = bad_folders(tmp_path_factory.mktemp("folders"))
+    values = {
+        "data_run": data_run,
+        "mlp_run": mlp_run,
+        "failed_run": failed.run_id,
+        "no_run": NO_RUN,
+        **{name: str(path) for name, path in folders.items()},
+    }
+    return SimpleNamespace(store=store, values=values)
+
+
+def row(entry_point: str, params: dict[str, str], *expected: str):
+    """One bad input: `expected` are substrings of the error line (the bad value and what was
+    expected), with {names} from the `shared` fixture's values."""
+    name = ",".join(f"{key}={value}" for key, value in params.items()) or "no options"
+    return pytest.param(entry_point, params, expected, id=f"{entry_point}:{name}")
+
+
+ROWS = [
+    # preprocess: options, then paths and IDX files
+    row("preprocess", {"dataset": "cifar"}, "'cifar' is not one of 'digits'"),
+    row("preprocess", {"val_fraction": "1.5"}, "1.5 is not in the range 0<x<1"),
+    row("preprocess", {"test_fraction": "0"}, "0.0 is not in the range 0<x<1"),
+    row(
+        "preprocess",
+        {"val_fraction": "0.5", "test_fraction": "0.5"},
+        "val_fraction + test_fraction = 1; expected less than 1",
+    ),
+    row(
+        "preprocess",
+        {"dataset": "idx", "data_dir": "{missing}"},
+        "'{missing}' is not a folder",
+        "dataset idx needs a folder of IDX files",
+    ),
+    row(
+        "preprocess",
+        {"dataset": "idx", "data_dir": "{plain_file}"},
+        "'{plain_file}' is not a folder",
+        "dataset idx needs a folder of IDX files",
+    ),
+    row(
+        "preprocess",
+        {"dataset": "idx", "data_dir": "{empty}"},
+        "empty holds no IDX pairs; expected files like train-images-idx3-ubyte",
+    ),
+    row(
+        "preprocess",
+        {"dataset": "idx", "data_dir": "{truncated}"},
+        "train-images-idx3-ubyte: header declares 50x28x28 (39200 bytes of data)",
+        "holds 39100 bytes; it is truncated or corrupt",
+    ),
+    row(
+        "preprocess",
+        {"dataset": "idx", "data_dir": "{mismatched}"},
+        "holds 50 images but train-labels-idx1-ubyte.gz holds 49 labels; expected the same count",
+    ),
+    row(
+        "preprocess",
+        {"dataset": "idx", "data_dir": "{not_idx}"},
+        "not_idx/train-images-idx3-ubyte: not an IDX file (magic bytes 68656c6c)",
+    ),
+    row(
+        "preprocess",
+        {"dataset": "idx", "data_dir": "{few}", "val_fraction": "0.6", "test_fraction": "0.3"},
+        "the train split is empty (10 images, fractions",
+        "expected fractions that leave every split at least one image",
+    ),
+    # the classifiers: options, the data they read, the run they resume
+    row("train_mlp", {"epochs": "abc"}, "'abc' is not a valid integer"),
+    row("train_mlp", {"dropout": "1"}, "1.0 is not in the range 0<=x<1"),
+    row("train_mlp", {"nproc": "0"}, "0 is not in the range 1<=x<=64"),
+    row(
+        "train_mlp",
+        {"data": "{mlp_run}"},
+        "run {mlp_run} is a train_mlp run; expected a preprocess run for data",
+    ),
+    row("train_mlp", {"data": "{no_run}"}, "run {no_run} does not exist", "expected a preprocess"),
+    row(
+        "train_mlp",
+        {"resume_from": "{mlp_run}"},
+        "resume_from {mlp_run} is FINISHED; expected a FAILED or KILLED run",
+    ),
+    row(
+        "train_mlp",
+        {"resume_from": "{no_run}"},
+        "{no_run} does not exist",
+        "expected a FAILED or KILLED train_mlp run",
+    ),
+    row("train_cnn", {"lr": "abc"}, "'abc' is not a valid float"),
+    row("train_cnn", {"batch_size": "2.5"}, "'2.5' is not a valid integer"),
+    row("train_cnn", {"epochs": "0"}, "0 is not in the range x>=1"),
+    row("train_cnn", {"optimizer": "rmsprop"}, "'rmsprop' is not one of 'adamw', 'adam', 'sgd'"),
+    row("train_cnn", {"device": "tpu"}, "'tpu' is not one of 'auto', 'cpu', 'cuda'"),
+    row(
+        "train_cnn",
+        {"resume_from": "{mlp_run}"},
+        "resume_from {mlp_run} is a train_mlp run; expected a train_cnn run",
+    ),
+    row("train_rnn", {"cell": "transformer"}, "'transformer' is not one of 'lstm'"),
+    row("train_rnn", {"bidirectional": "maybe"}, "'maybe' is not a valid boolean"),
+    row("train_rnn", {"batch_size": "0"}, "0 is not in the range x>=1"),
+    row(
+        "train_rnn",
+        {"resume_from": "{data_run}"},
+        "resume_from {data_run} is a preprocess run; expected a train_rnn run",
+    ),
+    # train_dcgan
+    row("train_dcgan", {"loss": "hinge"}, "'hinge' is not one of 'bce', 'wgan-gp'"),
+    row("train_dcgan", {"latent_dim": "0"}, "0 is not in the range x>=1"),
+    row(
+        "train_dcgan",
+        {"evaluator": "models:/nothing@champion"},
+        "evaluator models:/nothing@champion cannot be loaded",
+        "expected the URI of a logged classifier",
+    ),
+    # register
+    row("register", {"run_id": "{no_run}"}, "run {no_run} does not exist", "expected a"),
+    row(
+        "register",
+        {"run_id": "{data_run}"},
+        "run {data_run} is a preprocess run; expected a training run with a model",
+    ),
+    row(
+        "register",
+        {"run_id": "{failed_run}"},
+        "run {failed_run} is a FAILED train_mlp run",
+        "expected a FINISHED training run with a model",
+    ),
+    row("register", {"family": "cnn"}, "has no FINISHED cnn run with test_accuracy"),
+    row(
+        "register",
+        {"family": "dcgan", "metric": "test_accuracy"},
+        "a dcgan is judged by fid, not 'test_accuracy'",
+    ),
+    # promote
+    row("promote", {"model_name": "nothing"}, "registered model 'nothing' does not exist"),
+    row("promote", {"model_name": MODEL, "candidate": "99"}, f"'{MODEL}' has no version '99'"),
+    row(
+        "promote",
+        {"model_name": MODEL, "candidate": "staging"},
+        f"'{MODEL}' has no alias 'staging'",
+    ),
+    row(
+        "promote",
+        {"model_name": MODEL, "metric": "fid"},
+        "a mlp is judged by test_accuracy, not 'fid'",
+    ),
+    row("promote", {"model_name": MODEL, "metric": "auc"}, "'auc' is not one of"),
+    row("promote", {"model_name": MODEL, "min_delta": "-1"}, "-1.0 is not in the range x>=0"),
+    row("promote", {"model_name": MODEL, "dry_run": "maybe"}, "'maybe' is not a valid boolean"),
+    # main
+    row(
+        "main",
+        {"models": "mlp,svm"},
+        "'mlp,svm' names unknown families ['svm']; expected a comma-separated list",
+    ),
+    row(
+        "main",
+        {"dataset": "idx", "data_dir": "{missing}"},
+        "'{missing}' is not a folder",
+        "dataset idx needs a folder of IDX files",
+    ),
+]
+
+
+@pytest.mark.parametrize(("entry_point", "params", "expected"), ROWS)
+def test_bad_input_fails_its_run_with_one_line_and_changes_nothing(
+    shared, entry_point, params, expected
+):
+    store, values = shared.store, shared.values
+    params = {key: value.format(**values) for key, value in params.items()}
+    registry_before, runs_before = registry_bytes(store.client), run_statuses(store.client)
+
+    result = store.run(entry_point, **params)
+
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.error_lines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{entry_point}: error: "), lines[0]
+    for text in expected:
+        assert text.format(**values) in lines[0]
+    assert result.run_id is not None, result.stderr
+    assert store.get(result.run_id).info.status == "FAILED"
+    runs_after = run_statuses(store.client)
+    assert set(runs_after) - set(runs_before) == {result.run_id}  # no nested runs either
+    assert {run_id: runs_after[run_id] for run_id in runs_before} == runs_before
+    assert registry_bytes(store.client) == registry_before
+
+
+def test_a_bad_option_is_refused_before_any_data_is_prepared(tmp_path):
+    """On an empty store train_cnn prepares its data in a nested preprocess run; lr=abc must be
+    refused before that, and before the run logs anything."""
+    store = Store(tmp_path)
+    result = store.run("train_cnn", lr="abc")
+    assert result.returncode != 0
+    (run,) = store.runs()
+    assert run.info.run_id == result.run_id and run.info.status == "FAILED"
+    assert "step" not in run.data.tags  # set by the job, which never started
+    assert "data_run_id" not in run.data.params
+    assert store.client.list_artifacts(result.run_id) == []
+
+
+def registry_bytes(client: MlflowClient) -> bytes:
+    """Every registered model and model version, all their fields, as canonical JSON."""
+    models = [
+        plain(client.get_registered_model(model.name))
+        for model in client.search_registered_models(max_results=1000)
+    ]
+    versions = [
+        plain(client.get_model_version(version.name, version.version))
+        for version in client.search_model_versions()
+    ]
+    state = {"models": sorted(models, key=canonical), "versions": sorted(versions, key=canonical)}
+    return canonical(state).encode()
+
+
+def plain(value):
+    """JSON-ready: MLflow entities (which iterate as (property, value) pairs) become dicts,
+    lists are sorted, so the same registry always gives the same text."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set):
+        return sorted((plain(item) for item in value), key=canonical)
+    return {key: plain(item) for key, item in value}
+
+
+def canonical(value) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def run_statuses(client: MlflowClient) -> dict[str, str]:
+    """run id -> status, for every run of every experiment, deleted ones included."""
+    experiments = client.search_experiments(view_type=ViewType.ALL)
+    runs = client.search_runs(
+        [experiment.experiment_id for experiment in experiments],
+        run_view_type=ViewType.ALL,
+        max_results=50000,
+    )
+    return {run.info.run_id: run.info.status for run in runs}

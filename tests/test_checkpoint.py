@@ -1,0 +1,110 @@
+"""Checkpoints: stopping after any epoch and resuming gives the numbers of a run never stopped,
+and a file that is not a checkpoint is refused with one line."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import synthetic_digits
+from neuroflow.errors import DataError
+from neuroflow.models.configs import CNNConfig
+from neuroflow.models.families import build_classifier
+from neuroflow.training import checkpoint
+from neuroflow.training.checkpoint import Checkpoints
+from neuroflow.training.classifier import fit, to_device
+from neuroflow.training.config import TrainConfig, seed_everything
+
+CONFIG = TrainConfig(epochs=4, batch_size=32, device="cpu", patience=0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return to_device(*synthetic_digits(300, seed=0), "cpu"), to_device(
+        *synthetic_digits(80, seed=1), "cpu"
+    )
+
+
+def new_model():
+    seed_everything(CONFIG.seed)
+    return build_classifier(
+        "cnn", CNNConfig(channels=(8, 16), hidden=32), (28, 28), 0.1, 0.3, range(10)
+    )
+
+
+class Crash(Exception):
+    pass
+
+
+def train(digits, start=None, stop_after: int = 0, folder=None):
+    """fit() with checkpoints saved to `folder`; raises Crash after epoch `stop_after`."""
+    saved: list[int] = []
+
+    def save(state):
+        checkpoint.save(state, folder / "last.pt")
+        saved.append(state["epoch"])
+        if state["epoch"] == stop_after:
+            raise Crash
+
+    model = new_model()
+    result = fit(model, *digits, CONFIG, checkpoints=Checkpoints(start, save))
+    return model, result, saved
+
+
+@pytest.mark.parametrize("stop_after", [1, 2, 3])
+def test_resumed_training_equals_training_never_stopped(digits, tmp_path, stop_after):
+    whole, whole_result, _ = train(digits, folder=tmp_path)
+    with pytest.raises(Crash):
+        train(digits, stop_after=stop_after, folder=tmp_path)
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)  # a fresh process differs
+    state = checkpoint.load(tmp_path / "last.pt", "last.pt")
+    assert state["epoch"] == stop_after
+    resumed, result, saved = train(digits, start=state, folder=tmp_path)
+    assert saved == list(range(stop_after + 1, CONFIG.epochs + 1))
+    assert result.history == whole_result.history
+    assert result.best_epoch == whole_result.best_epoch
+    for key, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_a_checkpoint_loads_with_weights_only_and_holds_every_generator(digits, tmp_path):
+    with pytest.raises(Crash):
+        train(digits, stop_after=1, folder=tmp_path)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert set(checkpoint.KEYS) <= state.keys()
+    assert {"torch", "shuffle", "numpy", "python"} <= state["rng"].keys()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "cannot be read"),
+        (b"not a checkpoint at all", "cannot be read"),
+        (pickle.dumps(print), "cannot be read"),  # code, refused by weights_only
+    ],
+    ids=["empty", "text", "pickled code"],
+)
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, content, message):
+    path = tmp_path / "last.pt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as error:
+        checkpoint.load(path, "runs:/x/checkpoints/last.pt")
+    assert "runs:/x/checkpoints/last.pt" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_truncated_or_foreign_torch_file_is_refused(digits, tmp_path):
+    with pytest.raises(Crash):
+        train(digits, stop_after=1, folder=tmp_path)
+    path = tmp_path / "last.pt"
+    path.write_bytes(path.read_bytes()[:-500])
+    with pytest.raises(DataError, match="cannot be read"):
+        checkpoint.load(path, "last.pt")
+    torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(DataError, match="lacks"):
+        checkpoint.load(path, "last.pt")

@@ -1,0 +1,221 @@
+"""Faults, through the real `mlflow run` CLI: a training process killed mid-run and resumed, a
+loss that diverges, a tracking server that goes away (and comes back, or not), and `main`
+killed during a child."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from helpers import ROOT, Store, free_port, project_snapshot, python_env, serving
+
+pytestmark = pytest.mark.slow
+
+# Small batches make epochs long enough (about a second each) to be killed in the middle of.
+SLOW_EPOCHS = {"epochs": 6, "batch_size": 16, "patience": 0}
+EPOCH_KEYS = ("train_loss", "val_loss", "val_accuracy")
+
+
+def start(store_uri: str, cwd: Path, entry_point: str, project=ROOT, **params) -> subprocess.Popen:
+    """`mlflow run` in the background, in a session of its own (so killpg reaches it all)."""
+    command = [sys.executable, "-m", "mlflow", "run", str(project), "-e", entry_point]
+    command += ["--env-manager", "local"]
+    for key, value in params.items():
+        command += ["-P", f"{key}={value}"]
+    env = python_env(MLFLOW_TRACKING_URI=store_uri)
+    env.pop("MLFLOW_RUN_ID", None)
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for(condition, timeout: float = 300, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.2)
+    return found
+
+
+def step_process(run_id: str) -> int | None:
+    """The pid of the step process working in run `run_id` (MLFLOW_RUN_ID in its environment)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"steps." in cmdline and f"MLFLOW_RUN_ID={run_id}".encode() in environ:
+            return int(proc.name)
+    return None
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def running_with(client: MlflowClient, step: str, epochs: int):
+    """A RUNNING `step` run that has logged at least `epochs` epochs, or None."""
+    for run in client.search_runs(["0"], f"tags.step = '{step}' and attributes.status = 'RUNNING'"):
+        if len(client.get_metric_history(run.info.run_id, "val_loss")) >= epochs:
+            return run
+    return None
+
+
+@pytest.fixture
+def digits(tmp_path) -> Store:
+    store = Store(tmp_path)
+    assert store.run("preprocess").returncode == 0
+    return store
+
+
+def test_a_killed_training_process_resumes_to_the_numbers_of_an_unbroken_run(digits):
+    store = digits
+    whole = store.run("train_rnn", **SLOW_EPOCHS)
+    assert whole.returncode == 0, whole.stderr
+
+    broken = start(store.uri, store.folder, "train_rnn", **SLOW_EPOCHS)
+    run = wait_for(lambda: running_with(store.client, "train_rnn", 2), what="second epoch")
+    killed_id = run.info.run_id
+    os.kill(wait_for(lambda: step_process(killed_id), what="step process"), signal.SIGKILL)
+    assert broken.wait(timeout=120) != 0
+    killed = store.get(killed_id)
+    assert killed.info.status in ("FAILED", "KILLED")  # `mlflow run` saw its child die
+    done = len(store.client.get_metric_history(killed_id, "val_loss"))
+    assert 2 <= done < SLOW_EPOCHS["epochs"], "the kill landed after training had ended"
+
+    resumed = store.run("train_rnn", resume="true", **SLOW_EPOCHS)
+    assert resumed.returncode == 0, resumed.stderr
+    run = store.get(resumed.run_id)
+    assert run.data.tags["resumed_from"] == killed_id
+    assert int(run.data.tags["resumed_at_epoch"]) in (done - 1, done)
+    expected = store.get(whole.run_id).data.metrics
+    for key in ("test_accuracy", "test_loss", "best_epoch"):
+        assert run.data.metrics[key] == expected[key], key
+    for key in EPOCH_KEYS:  # carried over, then trained on: the whole curve, point for point
+        got = [v for _, v in history(store.client, resumed.run_id, key)]
+        assert got == [v for _, v in history(store.client, whole.run_id, key)], key
+
+
+def test_resume_without_a_broken_run_trains_from_scratch(digits):
+    result = digits.run("train_mlp", epochs=2, resume="true")
+    assert result.returncode == 0, result.stderr
+    run = digits.get(result.run_id)
+    assert "resumed_from" not in run.data.tags
+    assert len(digits.client.get_metric_history(result.run_id, "val_loss")) == 2
+
+
+def test_a_diverging_loss_fails_the_run_and_names_the_last_good_epoch(digits):
+    result = digits.run("train_mlp", lr=1e12, epochs=3)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    (line,) = result.error_lines()
+    assert line.startswith("train_mlp: error: train_loss became") and "lower lr" in line
+    run = digits.get(result.run_id)
+    assert run.info.status == "FAILED"
+    logged = len(digits.client.get_metric_history(result.run_id, "val_loss"))
+    assert run.data.tags["last_good_epoch"] == str(logged)
+    assert "model_uri" not in run.data.tags
+
+
+def tracking_server(port: int, folder: Path):
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--backend-store-uri", f"sqlite:///{folder / 'server.db'}"]
+    command += ["--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]
+    return serving(command, f"http://127.0.0.1:{port}/health", cwd=folder)
+
+
+def test_training_survives_a_tracking_server_restart_with_no_metric_lost(tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    store = Store(tmp_path)
+    store.uri, store.client = uri, MlflowClient(uri)
+    with tracking_server(port, tmp_path):
+        assert store.run("preprocess").returncode == 0
+        training = start(uri, tmp_path, "train_rnn", **SLOW_EPOCHS)
+        run = wait_for(lambda: running_with(store.client, "train_rnn", 1), what="first epoch")
+    # The server is down now; MLflow's client retries while it comes back on the same port.
+    time.sleep(3)
+    with tracking_server(port, tmp_path):
+        _, stderr = training.communicate(timeout=600)
+        assert training.returncode == 0, stderr[-3000:]
+        finished = store.get(run.info.run_id)
+        assert finished.info.status == "FINISHED"
+        for key in EPOCH_KEYS:
+            steps = [step for step, _ in history(store.client, run.info.run_id, key)]
+            assert steps == list(range(1, SLOW_EPOCHS["epochs"] + 1)), key
+        assert "model_uri" in finished.data.tags
+
+
+def test_a_tracking_server_that_stays_down_fails_the_step_with_one_line_in_bounded_time(
+    tmp_path,
+):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    client = MlflowClient(uri)
+    with tracking_server(port, tmp_path):
+        store = Store(tmp_path)
+        store.uri, store.client = uri, client
+        assert store.run("preprocess").returncode == 0
+        options = [f"--{key.replace('_', '-')}={value}" for key, value in SLOW_EPOCHS.items()]
+        training = subprocess.Popen(
+            [sys.executable, "-m", "steps.train_rnn", *options],
+            cwd=ROOT,
+            env=python_env(
+                MLFLOW_TRACKING_URI=uri,
+                MLFLOW_HTTP_REQUEST_MAX_RETRIES="2",
+                MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1",
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: running_with(client, "train_rnn", 1), what="first epoch")
+    started = time.monotonic()
+    _, stderr = training.communicate(timeout=300)  # a hang fails here
+    assert training.returncode != 0
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if "train_rnn: error:" in line]
+    assert len(lines) == 1 and f"tracking server {uri} stopped answering" in lines[0]
+    print(f"failed {time.monotonic() - started:.1f} s after the server went away")
+
+
+def test_main_killed_during_a_child_reuses_the_finished_children(tmp_path):
+    project = project_snapshot(tmp_path / "project")
+    (tmp_path / "store").mkdir()
+    store = Store(tmp_path / "store")
+    params = {"models": "mlp,cnn", "epochs": 2}
+    main = start(store.uri, store.folder, "main", project=project, **params)
+    trained = wait_for(
+        lambda: store.runs("tags.step = 'train_mlp' and attributes.status = 'FINISHED'"),
+        what="finished train_mlp",
+    )
+    os.killpg(main.pid, signal.SIGKILL)
+    main.wait(timeout=60)
+    (mlp,) = trained
+    (prepared,) = store.runs("tags.step = 'preprocess' and attributes.status = 'FINISHED'")
+    finished_before = {r.info.run_id for r in store.runs("attributes.status = 'FINISHED'")}
+
+    rerun = store.run("main", project=project, **params)
+    assert rerun.returncode == 0, rerun.stderr
+    for step, run in (("preprocess", prepared), ("train_mlp", mlp)):
+        (only,) = store.runs(f"tags.step = '{step}' and attributes.status = 'FINISHED'")
+        assert only.info.run_id == run.info.run_id, f"{step} was run again"
+    (cnn,) = store.runs("tags.step = 'train_cnn' and attributes.status = 'FINISHED'")
+    assert cnn.info.run_id not in finished_before
+    assert store.get(rerun.run_id).info.status == "FINISHED"
