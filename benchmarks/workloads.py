@@ -15,6 +15,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,7 +41,8 @@ class MlflowClock:
     def wrap(self, function):
         @functools.wraps(function)
         def timed(*args, **kwargs):
-            if self.depth:
+            # Calls from other threads (checkpoint uploads) do not hold training up.
+            if self.depth or threading.current_thread() is not threading.main_thread():
                 return function(*args, **kwargs)
             self.depth += 1
             start = time.perf_counter()

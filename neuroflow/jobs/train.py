@@ -17,7 +17,7 @@ from neuroflow.jobs.preprocess import preprocess_nested
 from neuroflow.models.families import build_classifier
 from neuroflow.tracking import artifacts
 from neuroflow.tracking.lineage import log_splits, provenance_tags
-from neuroflow.tracking.resume import Resume, find_start, saver
+from neuroflow.tracking.resume import Resume, Uploader, find_start
 from neuroflow.tracking.runs import FAMILY_TAG, STEP_TAG, download, log_params_once, resolve_data
 from neuroflow.training.checkpoint import Checkpoints
 from neuroflow.training.classifier import evaluate, fit, to_device
@@ -98,7 +98,8 @@ def train_classifier(
 
     if watch and ranks.main:
         watch(model, 0)
-    checkpoints = Checkpoints(start.state if start else None, saver(work) if ranks.main else None)
+    uploader = Uploader(work) if ranks.main else None
+    checkpoints = Checkpoints(start.state if start else None, uploader and uploader.save)
     try:
         result = fit(
             model,
@@ -114,6 +115,8 @@ def train_classifier(
             mlflow.set_tag("last_good_epoch", str(logged[0]))
         raise
     finally:
+        if uploader:
+            uploader.close()
         shutil.rmtree(work, ignore_errors=True)
     if not ranks.main:
         return None

@@ -7,6 +7,8 @@ run's data, carries the old run's metric history up to that epoch, and is tagged
 
 from __future__ import annotations
 
+import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,13 +39,34 @@ class Start:
     state: dict
 
 
-def saver(folder: Path):
-    """Checkpoints.save for fit(): the state as checkpoints/last.pt of the active run."""
+class Uploader:
+    """Checkpoints.save for fit(): writes the state and logs it as checkpoints/last.pt of the
+    active run from a background thread, so training does not wait on the upload (a few MB
+    per epoch, slow to a remote server). close() waits for the uploads still under way."""
 
-    def save(state: dict) -> None:
-        mlflow.log_artifact(str(checkpoint.save(state, folder / FILE)), FOLDER)
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.run_id = mlflow.active_run().info.run_id
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self.pending: list[Future] = []
 
-    return save
+    def save(self, state: dict) -> None:
+        epoch_folder = self.folder / f"epoch-{state['epoch']}"  # one file per upload in flight
+        epoch_folder.mkdir()
+        path = checkpoint.save(state, epoch_folder / FILE)
+        for upload in [f for f in self.pending if f.done()]:
+            upload.result()  # an upload that failed stops training here
+        self.pending = [f for f in self.pending if not f.done()]
+        self.pending.append(self.pool.submit(self._upload, path))
+
+    def _upload(self, path: Path) -> None:
+        MlflowClient().log_artifact(self.run_id, str(path), FOLDER)
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for upload in self.pending:
+            upload.result()  # raises what an upload raised
 
 
 def find_start(request: Resume, step: str, params: dict[str, str], folder: Path) -> Start | None:
