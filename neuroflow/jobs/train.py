@@ -64,7 +64,7 @@ def train_classifier(
         options = {**asdict(model_config), **asdict(config), "data": data, "nproc": ranks.size}
         params = {key: param_string(value) for key, value in options.items()}
         log_params_once(params)
-    work = Path(ranks.from_main(tempfile.mkdtemp))  # checkpoints, shared by the ranks
+    work = Path(tempfile.mkdtemp()) if ranks.main else None  # rank 0's checkpoint files
     start = ranks.from_main(
         lambda: find_start(Resume(resume_from, resume), f"train_{family}", params, work)
     )
@@ -117,7 +117,7 @@ def train_classifier(
     finally:
         if uploader:
             uploader.close()
-        shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
     if not ranks.main:
         return None
     test = evaluate(model, *splits["test"])
