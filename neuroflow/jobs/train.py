@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
@@ -64,9 +63,8 @@ def train_classifier(
         options = {**asdict(model_config), **asdict(config), "data": data, "nproc": ranks.size}
         params = {key: param_string(value) for key, value in options.items()}
         log_params_once(params)
-    work = Path(tempfile.mkdtemp()) if ranks.main else None  # rank 0's checkpoint files
     start = ranks.from_main(
-        lambda: find_start(Resume(resume_from, resume), f"train_{family}", params, work)
+        lambda: find_start(Resume(resume_from, resume), f"train_{family}", params)
     )
     ref = ranks.from_main(
         lambda: (
@@ -98,7 +96,7 @@ def train_classifier(
 
     if watch and ranks.main:
         watch(model, 0)
-    uploader = Uploader(work) if ranks.main else None
+    uploader = Uploader() if ranks.main else None  # rank 0 alone logs checkpoints
     checkpoints = Checkpoints(start.state if start else None, uploader and uploader.save)
     try:
         result = fit(
@@ -117,7 +115,6 @@ def train_classifier(
     finally:
         if uploader:
             uploader.close()
-            shutil.rmtree(work, ignore_errors=True)
     if not ranks.main:
         return None
     test = evaluate(model, *splits["test"])

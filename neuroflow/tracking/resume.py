@@ -8,6 +8,7 @@ run's data, carries the old run's metric history up to that epoch, and is tagged
 from __future__ import annotations
 
 import shutil
+import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +45,8 @@ class Uploader:
     active run from a background thread, so training does not wait on the upload (a few MB
     per epoch, slow to a remote server). close() waits for the uploads still under way."""
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="neuroflow-checkpoints-"))
         self.run_id = mlflow.active_run().info.run_id
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self.pending: list[Future] = []
@@ -65,12 +66,13 @@ class Uploader:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
         for upload in self.pending:
             upload.result()  # raises what an upload raised
 
 
-def find_start(request: Resume, step: str, params: dict[str, str], folder: Path) -> Start | None:
-    """The checkpoint to start from (downloaded into `folder`), or None to train from scratch."""
+def find_start(request: Resume, step: str, params: dict[str, str]) -> Start | None:
+    """The checkpoint to start from, or None to train from scratch."""
     if not (request.run_id or request.newest):
         return None
     wanted = {key: normalise(value) for key, value in params.items() if key not in MAY_DIFFER}
@@ -83,7 +85,8 @@ def find_start(request: Resume, step: str, params: dict[str, str], folder: Path)
             return None
     run_id = run.info.run_id
     source = f"runs:/{run_id}/{FOLDER}/{FILE}"
-    state = checkpoint.load(Path(download(source, str(folder))), source)
+    with tempfile.TemporaryDirectory() as folder:
+        state = checkpoint.load(Path(download(source, folder)), source)
     carry_history(run_id, state["epoch"])
     mlflow.set_tags({"resumed_from": run_id, "resumed_at_epoch": str(state["epoch"])})
     print(f"{step}: resuming run {run_id} after epoch {state['epoch']}")
