@@ -100,6 +100,23 @@ _TRAIN_HELP = {
 }
 
 
+def resume_options(command):
+    """--resume-from and --resume: go on from a FAILED or KILLED run's last checkpoint."""
+    command = click.option(
+        "--resume",
+        type=click.BOOL,
+        default="false",
+        show_default=True,
+        help="go on from the newest FAILED or KILLED run with the same parameters, if any",
+    )(command)
+    return click.option(
+        "--resume-from",
+        default="",
+        callback=check_optional_run_id,
+        help="run id of a FAILED or KILLED run to go on from, at its last checkpoint",
+    )(command)
+
+
 def training_options(**defaults):
     """--data, --resume-from and --resume, and every TrainConfig field as an option. Defaults
     come from TrainConfig, except those a family overrides, e.g. training_options(grad_clip=1)."""
@@ -116,19 +133,7 @@ def training_options(**defaults):
                 show_default=True,
                 help=_TRAIN_HELP.get(field.name),
             )(command)
-        command = click.option(
-            "--resume",
-            type=click.BOOL,
-            default="false",
-            show_default=True,
-            help="go on from the newest FAILED or KILLED run with the same parameters, if any",
-        )(command)
-        command = click.option(
-            "--resume-from",
-            default="",
-            callback=check_optional_run_id,
-            help="run id of a FAILED or KILLED run to go on from, at its last checkpoint",
-        )(command)
+        command = resume_options(command)
         return click.option(
             "--data",
             default="latest",

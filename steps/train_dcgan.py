@@ -4,6 +4,7 @@ Produces per-epoch d_loss, g_loss, fid, inception_score, class_coverage and clas
 samples/epoch_NNN.png (the same latent vectors every epoch) and samples/final.png;
 plots/gan_curves.png; and the generator as `model` (pyfunc: (B, latent_dim) latent vectors in,
 (B, H, W) pixels in 0..255 out). FIDs compare only between runs with the same evaluator_uri.
+Every epoch logs checkpoints/last.pt; --resume-from or --resume go on from one.
 """
 
 import click
@@ -17,6 +18,7 @@ TRAIN = GANTrainConfig()
 
 
 @click.command()
+@cli.resume_options
 @click.option(
     "--data",
     default="latest",
@@ -66,7 +68,7 @@ TRAIN = GANTrainConfig()
     show_default=True,
     help="batches per epoch; 0 = all",
 )
-def train_dcgan(data, evaluator, upsample, latent_dim, **training):
+def train_dcgan(data, evaluator, upsample, latent_dim, resume_from, resume, **training):
     """Train the DCGAN and log the generator as `model`."""
     config = GANTrainConfig(**training)
     cli.launch(config.nproc, config.device)
@@ -74,7 +76,7 @@ def train_dcgan(data, evaluator, upsample, latent_dim, **training):
 
     model = DCGANConfig(latent_dim=latent_dim, upsample=upsample)
     with cli.step_run():
-        train_and_log(model, config, data, evaluator)
+        train_and_log(model, config, data, evaluator, resume_from=resume_from, resume=resume)
 
 
 if __name__ == "__main__":

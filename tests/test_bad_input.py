@@ -182,6 +182,11 @@ ROWS = [
         "evaluator models:/nothing@champion cannot be loaded",
         "expected the URI of a logged classifier",
     ),
+    row(
+        "train_dcgan",
+        {"resume_from": "{mlp_run}"},
+        "resume_from {mlp_run} is a train_mlp run; expected a train_dcgan run",
+    ),
     # register
     row("register", {"run_id": "{no_run}"}, "run {no_run} does not exist", "expected a"),
     row(

@@ -12,12 +12,14 @@ import torch
 
 from helpers import synthetic_digits
 from neuroflow.errors import DataError
-from neuroflow.models.configs import CNNConfig
+from neuroflow.models.configs import CNNConfig, DCGANConfig
+from neuroflow.models.dcgan import Discriminator, Generator
 from neuroflow.models.families import build_classifier
 from neuroflow.training import checkpoint
 from neuroflow.training.checkpoint import Checkpoints
 from neuroflow.training.classifier import fit, to_device
-from neuroflow.training.config import TrainConfig, seed_everything
+from neuroflow.training.config import GANTrainConfig, TrainConfig, seed_everything
+from neuroflow.training.gan import fit_gan
 
 CONFIG = TrainConfig(epochs=4, batch_size=32, device="cpu", patience=0)
 
@@ -75,7 +77,7 @@ def test_a_checkpoint_loads_with_weights_only_and_holds_every_generator(digits, 
     with pytest.raises(Crash):
         train(digits, stop_after=1, folder=tmp_path)
     state = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert set(checkpoint.KEYS) <= state.keys()
+    assert {"format", "trainer", *checkpoint.KEYS["classifier"]} <= state.keys()
     assert {"torch", "shuffle", "numpy", "python"} <= state["rng"].keys()
 
 
@@ -107,4 +109,50 @@ def test_a_truncated_or_foreign_torch_file_is_refused(digits, tmp_path):
         checkpoint.load(path, "last.pt")
     torch.save({"weights": torch.zeros(2)}, path)
     with pytest.raises(DataError, match="lacks"):
+        checkpoint.load(path, "last.pt")
+
+
+@pytest.mark.parametrize("loss", ["bce", "wgan-gp"])
+def test_a_resumed_gan_equals_a_gan_never_stopped(tmp_path, loss):
+    """Both networks, both optimisers and the shuffling order come back from the checkpoint."""
+    config = GANTrainConfig(loss=loss, epochs=3, batch_size=16, n_critic=2, device="cpu")
+    images = torch.from_numpy(synthetic_digits(64, seed=2)[0])
+    small = DCGANConfig(latent_dim=8, width=4)
+
+    def train(start=None, stop_after: int = 0):
+        def save(state):
+            checkpoint.save(state, tmp_path / "last.pt")
+            if state["epoch"] == stop_after:
+                raise Crash
+
+        seed_everything(config.seed)
+        generator, critic = Generator(small, (28, 28)), Discriminator(small, (28, 28))
+        history = fit_gan(
+            generator, critic, images, config, 8, None, None, Checkpoints(start, save)
+        )
+        return generator, critic, history
+
+    generator, critic, history = train()
+    with pytest.raises(Crash):
+        train(stop_after=1)
+    torch.manual_seed(123)  # a fresh process differs
+    state = checkpoint.load(tmp_path / "last.pt", "last.pt")
+    assert state["trainer"] == "gan" and state["epoch"] == 1
+    resumed_generator, resumed_critic, resumed_history = train(start=state)
+    assert resumed_history == history
+    for whole, resumed in ((generator, resumed_generator), (critic, resumed_critic)):
+        for key, value in whole.state_dict().items():
+            assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_a_checkpoint_of_another_format_or_trainer_is_refused(tmp_path):
+    path = tmp_path / "last.pt"
+    torch.save({"format": 1, "epoch": 1}, path)
+    with pytest.raises(DataError, match="has format 1; expected format 2"):
+        checkpoint.load(path, "last.pt")
+    torch.save({"format": checkpoint.FORMAT, "trainer": "forest", "epoch": 1}, path)
+    with pytest.raises(DataError, match="trainer 'forest'; expected one of"):
+        checkpoint.load(path, "last.pt")
+    torch.save({"format": checkpoint.FORMAT, "trainer": "gan", "epoch": 1}, path)
+    with pytest.raises(DataError, match=r"lacks \['generator', 'critic'"):
         checkpoint.load(path, "last.pt")

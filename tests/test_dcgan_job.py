@@ -92,3 +92,47 @@ def test_images_the_gan_cannot_make_are_refused_before_training(tracking, tmp_pa
         ref = preprocess(PrepareConfig(dataset="idx", data_dir=str(folder), image_size=30))
     with pytest.raises(NeuroflowError, match="cannot make 30x30 images"):
         run_dcgan(ref.run_id, "")
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_broken_dcgan_run_resumes_to_the_curves_of_an_unbroken_one(prepared):
+    """With no evaluator given, each run trains a quick CNN, except the resumed one: it keeps
+    the broken run's, so its scores continue the same curves."""
+    config = GANTrainConfig(epochs=4, batch_size=32, max_batches=2, device="cpu")
+    whole, whole_uri = run_dcgan(prepared.run_id, "", config)
+
+    def crash_in_epoch_3(model, epoch):  # after epoch 3 is logged, before its checkpoint
+        if epoch == 3:
+            raise Crash
+
+    with pytest.raises(Crash), mlflow.start_run() as broken:
+        train_dcgan(SMALL, config, prepared.run_id, "", watch=crash_in_epoch_3)
+    client = MlflowClient()
+    broken = client.get_run(broken.info.run_id)
+    assert broken.info.status == "FAILED"
+
+    with mlflow.start_run() as run:
+        resumed_uri = train_dcgan(SMALL, config, prepared.run_id, "", resume=True)
+    resumed = mlflow.get_run(run.info.run_id)
+    assert resumed.data.tags["resumed_from"] == broken.info.run_id
+    assert resumed.data.tags["resumed_at_epoch"] == "2"
+    assert resumed.data.params["evaluator_uri"] == broken.data.params["evaluator_uri"]
+    children = mlflow.search_runs(
+        filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'", output_format="list"
+    )
+    assert children == [], "the resumed run trained an evaluator of its own"
+    for key in ("d_loss", "g_loss", "fid", "inception_score", "class_coverage", "class_entropy"):
+        got = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+        expected = [(m.step, m.value) for m in client.get_metric_history(whole.info.run_id, key)]
+        assert sorted(got) == sorted(expected), key
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "plots")} == {
+        "plots/gan_curves.png"
+    }
+    latents = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    np.testing.assert_array_equal(
+        mlflow.pyfunc.load_model(resumed_uri).predict(latents),
+        mlflow.pyfunc.load_model(whole_uri).predict(latents),
+    )

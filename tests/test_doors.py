@@ -61,6 +61,8 @@ BAD_OPTIONS = [
     ("main", ["--dataset=idx", "--data-dir=/no/such/folder"], "'/no/such/folder' is not a"),
     ("train_cnn", ["--resume-from=abc"], "'abc' is not a 32-character run id"),
     ("train_rnn", ["--resume=perhaps"], "'perhaps' is not a valid boolean"),
+    ("train_dcgan", ["--resume-from=abc"], "'abc' is not a 32-character run id"),
+    ("train_dcgan", ["--resume=perhaps"], "'perhaps' is not a valid boolean"),
 ]
 
 

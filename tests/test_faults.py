@@ -69,12 +69,36 @@ def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, floa
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
-def running_with(client: MlflowClient, step: str, epochs: int):
-    """A RUNNING `step` run that has logged at least `epochs` epochs, or None."""
+def running_with(client: MlflowClient, step: str, epochs: int, key: str = "val_loss"):
+    """A RUNNING `step` run that has logged at least `epochs` epochs of `key`, or None."""
     for run in client.search_runs(["0"], f"tags.step = '{step}' and attributes.status = 'RUNNING'"):
-        if len(client.get_metric_history(run.info.run_id, "val_loss")) >= epochs:
+        if len(client.get_metric_history(run.info.run_id, key)) >= epochs:
             return run
     return None
+
+
+def kill_and_resume(store: Store, step: str, key: str, **params):
+    """Three runs of `step`: one unbroken, one SIGKILLed after `key` has 2 epochs logged, and
+    one with resume=true that goes on from the killed one. Returns (unbroken run id, killed run
+    id, resumed run)."""
+    whole = store.run(step, **params)
+    assert whole.returncode == 0, whole.stderr
+
+    broken = start(store.uri, store.folder, step, **params)
+    run = wait_for(lambda: running_with(store.client, step, 2, key), what="second epoch")
+    killed_id = run.info.run_id
+    os.kill(wait_for(lambda: step_process(killed_id), what="step process"), signal.SIGKILL)
+    assert broken.wait(timeout=120) != 0
+    assert store.get(killed_id).info.status in ("FAILED", "KILLED")  # `mlflow run` saw it die
+    done = len(store.client.get_metric_history(killed_id, key))
+    assert 2 <= done < params["epochs"], "the kill landed after training had ended"
+
+    resumed = store.run(step, resume="true", **params)
+    assert resumed.returncode == 0, resumed.stderr
+    run = store.get(resumed.run_id)
+    assert run.data.tags["resumed_from"] == killed_id
+    assert int(run.data.tags["resumed_at_epoch"]) in (done - 1, done)
+    return whole.run_id, killed_id, run
 
 
 @pytest.fixture
@@ -85,31 +109,23 @@ def digits(tmp_path) -> Store:
 
 
 def test_a_killed_training_process_resumes_to_the_numbers_of_an_unbroken_run(digits):
-    store = digits
-    whole = store.run("train_rnn", **SLOW_EPOCHS)
-    assert whole.returncode == 0, whole.stderr
-
-    broken = start(store.uri, store.folder, "train_rnn", **SLOW_EPOCHS)
-    run = wait_for(lambda: running_with(store.client, "train_rnn", 2), what="second epoch")
-    killed_id = run.info.run_id
-    os.kill(wait_for(lambda: step_process(killed_id), what="step process"), signal.SIGKILL)
-    assert broken.wait(timeout=120) != 0
-    killed = store.get(killed_id)
-    assert killed.info.status in ("FAILED", "KILLED")  # `mlflow run` saw its child die
-    done = len(store.client.get_metric_history(killed_id, "val_loss"))
-    assert 2 <= done < SLOW_EPOCHS["epochs"], "the kill landed after training had ended"
-
-    resumed = store.run("train_rnn", resume="true", **SLOW_EPOCHS)
-    assert resumed.returncode == 0, resumed.stderr
-    run = store.get(resumed.run_id)
-    assert run.data.tags["resumed_from"] == killed_id
-    assert int(run.data.tags["resumed_at_epoch"]) in (done - 1, done)
-    expected = store.get(whole.run_id).data.metrics
+    whole_id, _, run = kill_and_resume(digits, "train_rnn", "val_loss", **SLOW_EPOCHS)
+    expected = digits.get(whole_id).data.metrics
     for key in ("test_accuracy", "test_loss", "best_epoch"):
         assert run.data.metrics[key] == expected[key], key
     for key in EPOCH_KEYS:  # carried over, then trained on: the whole curve, point for point
-        got = [v for _, v in history(store.client, resumed.run_id, key)]
-        assert got == [v for _, v in history(store.client, whole.run_id, key)], key
+        got = history(digits.client, run.info.run_id, key)
+        assert got == history(digits.client, whole_id, key), key
+
+
+def test_a_killed_dcgan_resumes_to_the_curves_of_an_unbroken_run(digits):
+    params = {"epochs": 6, "max_batches": 10}
+    whole_id, killed_id, run = kill_and_resume(digits, "train_dcgan", "fid", **params)
+    assert run.data.params["evaluator_uri"] == digits.get(killed_id).data.params["evaluator_uri"]
+    for key in ("d_loss", "g_loss", "fid", "inception_score", "class_coverage"):
+        got = history(digits.client, run.info.run_id, key)
+        assert got == history(digits.client, whole_id, key), key
+    assert "model_uri" in run.data.tags
 
 
 def test_resume_without_a_broken_run_trains_from_scratch(digits):

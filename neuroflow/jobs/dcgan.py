@@ -11,9 +11,9 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from neuroflow.data.prepared import Prepared, load_prepared
-from neuroflow.errors import NeuroflowError, RunLookupError
+from neuroflow.errors import NeuroflowError, RunLookupError, TrainingError
 from neuroflow.jobs.preprocess import preprocess_nested
-from neuroflow.jobs.train import Watch, train_classifier
+from neuroflow.jobs.train import Watch, experiment_id, param_string, train_classifier
 from neuroflow.models.classifier import ImageClassifier
 from neuroflow.models.configs import CNNConfig, DCGANConfig
 from neuroflow.models.dcgan import (
@@ -26,6 +26,7 @@ from neuroflow.models.dcgan import (
 from neuroflow.tracking import artifacts
 from neuroflow.tracking.lineage import log_splits, provenance_tags
 from neuroflow.tracking.registry import CHAMPION, default_model_name
+from neuroflow.tracking.resume import Resume, Uploader, find_start
 from neuroflow.tracking.runs import (
     FAMILY_TAG,
     STEP_TAG,
@@ -34,6 +35,7 @@ from neuroflow.tracking.runs import (
     log_params_once,
     resolve_data,
 )
+from neuroflow.training.checkpoint import Checkpoints
 from neuroflow.training.config import GANTrainConfig, TrainConfig, seed_everything
 from neuroflow.training.distributed import Ranks
 from neuroflow.training.gan import fit_gan
@@ -50,20 +52,28 @@ def train_dcgan(
     data: str,
     evaluator: str,
     watch: Watch | None = None,
+    resume_from: str = "",
+    resume: bool = False,
 ):
     """In the active run: train a DCGAN on the prepared dataset `data` names, score it every
     epoch with the evaluator classifier, and log samples/, plots/ and `model`. Returns the
     logged generator's URI. Under torchrun every rank trains; rank 0 alone scores, talks to
     MLflow and returns the URI, the others return None. `watch(generator, epoch)` is called on
-    rank 0 after each epoch has been scored and logged."""
+    rank 0 after each epoch has been scored and logged. Every epoch logs checkpoints/last.pt,
+    and `resume_from` (a run id) or `resume` (the newest FAILED or KILLED run with these
+    parameters) go on from one (see neuroflow.tracking.resume): the resumed run keeps the
+    old run's data and evaluator, so its scores continue the same curves."""
     ranks = Ranks.setup(config.device)
     if ranks.main:
         mlflow.set_tags({STEP_TAG: "train_dcgan", FAMILY_TAG: "dcgan", **provenance_tags()})
         options = {**asdict(model_config), **asdict(config), "nproc": ranks.size}
-        log_params_once({**options, "data": data, "evaluator": evaluator})
-    ref = ranks.from_main(
-        lambda: resolve_data(data, mlflow.active_run().info.experiment_id) or preprocess_nested()
-    )
+        options.update(data=data, evaluator=evaluator)
+        params = {key: param_string(value) for key, value in options.items()}
+        log_params_once(params)
+    start = ranks.from_main(lambda: find_start(Resume(resume_from, resume), "train_dcgan", params))
+    if start:
+        data, evaluator = start.params["data_uri"], start.params["evaluator_uri"]
+    ref = ranks.from_main(lambda: resolve_data(data, experiment_id()) or preprocess_nested())
     with tempfile.TemporaryDirectory() as tmp:
         prepared = load_prepared(Path(download(ref.uri, tmp)))
     try:
@@ -79,8 +89,10 @@ def train_dcgan(
     critic.apply(init_weights)
     served = ImageGenerator(generator, asdict(model_config))
     train = torch.from_numpy(prepared.images["train"]).to(ranks.device)
+    fit_args = (generator, critic, train, config, model_config.latent_dim)
+    state = start.state if start else None
     if not ranks.main:
-        fit_gan(generator, critic, train, config, model_config.latent_dim, None, ranks)
+        fit_gan(*fit_args, None, ranks, Checkpoints(state))
         return None
 
     digest = prepared.digest
@@ -94,7 +106,7 @@ def train_dcgan(
     latents = torch.Generator().manual_seed(config.seed)
     grid_z = torch.randn(GRID, model_config.latent_dim, generator=latents).to(ranks.device)
     eval_z = torch.randn(EVAL_SAMPLES, model_config.latent_dim, generator=latents).to(ranks.device)
-    curves: list[dict[str, float]] = []
+    curves: list[dict[str, float]] = list(start.curves) if start else []
 
     def on_epoch(losses: dict[str, float], epoch: int) -> None:
         scores = score(sample(served, eval_z), judge_model, real)
@@ -104,7 +116,14 @@ def train_dcgan(
         if watch:
             watch(served, epoch)
 
-    fit_gan(generator, critic, train, config, model_config.latent_dim, on_epoch, ranks)
+    uploader = Uploader()
+    try:
+        fit_gan(*fit_args, on_epoch, ranks, Checkpoints(state, uploader.save))
+    except TrainingError:  # the last good epoch's weights are in checkpoints/last.pt
+        mlflow.set_tag("last_good_epoch", str(len(curves)))
+        raise
+    finally:
+        uploader.close()
     artifacts.log_grid(sample(served, grid_z), "samples/final.png")
     artifacts.log_gan_curves(curves)
     info = artifacts.log_generator(served.cpu().eval(), model_config.latent_dim)

@@ -68,7 +68,8 @@ def train_classifier(
     )
     ref = ranks.from_main(
         lambda: (
-            resolve_data(start.data_uri if start else data, experiment_id()) or preprocess_nested()
+            resolve_data(start.params["data_uri"] if start else data, experiment_id())
+            or preprocess_nested()
         )
     )
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,8 @@
 from (named by resume_from, or found by resume=true).
 
 A resumed run is a new run. It starts from the old run's last checkpoint, trains on the old
-run's data, carries the old run's metric history up to that epoch, and is tagged resumed_from.
+run's data, carries the old run's per-epoch metrics (those logged at step >= 1) up to that
+epoch, and is tagged resumed_from.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from neuroflow.training import checkpoint
 
 FOLDER, FILE = "checkpoints", "last.pt"
 RESUMABLE = ("FAILED", "KILLED")
+BATCH = 1000  # metrics per log_batch call, MLflow's limit
 MAY_DIFFER = frozenset({"device", "nproc"})  # where it runs, not what it computes
-EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy")
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,9 @@ class Resume:
 @dataclass(frozen=True)
 class Start:
     run_id: str
-    data_uri: str
-    state: dict
+    params: dict[str, str]  # the old run's, data_uri among them
+    state: dict  # its last checkpoint
+    curves: list[dict[str, float]]  # its per-epoch metrics, one dict per epoch up to the state's
 
 
 class Uploader:
@@ -87,10 +89,10 @@ def find_start(request: Resume, step: str, params: dict[str, str]) -> Start | No
     source = f"runs:/{run_id}/{FOLDER}/{FILE}"
     with tempfile.TemporaryDirectory() as folder:
         state = checkpoint.load(Path(download(source, folder)), source)
-    carry_history(run_id, state["epoch"])
+    curves = carry_history(run_id, state["epoch"])
     mlflow.set_tags({"resumed_from": run_id, "resumed_at_epoch": str(state["epoch"])})
     print(f"{step}: resuming run {run_id} after epoch {state['epoch']}")
-    return Start(run_id, run.data.params["data_uri"], state)
+    return Start(run_id, run.data.params, state, curves)
 
 
 def resumable(run_id: str, step: str, wanted: dict[str, str]):
@@ -145,13 +147,19 @@ def has_checkpoint(run_id: str) -> bool:
     return any(item.path == f"{FOLDER}/{FILE}" for item in files)
 
 
-def carry_history(run_id: str, epoch: int) -> None:
-    """Copy the per-epoch metrics of run `run_id` up to `epoch` into the active run."""
+def carry_history(run_id: str, epoch: int) -> list[dict[str, float]]:
+    """Copy the per-epoch metrics of run `run_id`, steps 1 to `epoch`, into the active run, and
+    return them as one dict per epoch."""
     client = MlflowClient()
     points = [
         Metric(key, point.value, point.timestamp, point.step)
-        for key in EPOCH_METRICS
+        for key in client.get_run(run_id).data.metrics
         for point in client.get_metric_history(run_id, key)
-        if point.step <= epoch
+        if 1 <= point.step <= epoch
     ]
-    client.log_batch(mlflow.active_run().info.run_id, metrics=points)
+    for start in range(0, len(points), BATCH):
+        client.log_batch(mlflow.active_run().info.run_id, metrics=points[start : start + BATCH])
+    curves: list[dict[str, float]] = [{} for _ in range(epoch)]
+    for point in points:
+        curves[point.step - 1][point.key] = point.value
+    return curves

@@ -1,10 +1,10 @@
 """Training state saved at every epoch end, so a killed run can go on where it stopped.
 
-A checkpoint holds everything the next epoch depends on: the weights, the optimiser and
-schedule, every random number generator, the epoch, the metric history and the best weights so
-far. Restoring it and training on gives the same numbers as never having stopped (on a CPU, with
-the same seed). It is plain tensors, numbers and strings, so it loads with weights_only=True and
-unpickles no code.
+A checkpoint holds everything the next epoch depends on: the weights, the optimisers and
+schedule, every random number generator, the epoch, the metric history and, for a classifier,
+the best weights so far. Restoring it and training on gives the same numbers as never having
+stopped (on a CPU, with the same seed). It is plain tensors, numbers and strings, so it loads
+with weights_only=True and unpickles no code.
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ import torch
 
 from neuroflow.errors import DataError
 
-FORMAT = 1  # bumped when the keys below change
-KEYS = ("format", "epoch", "model", "optimizer", "schedule", "rng", "history", "best")
+FORMAT = 2  # bumped when the keys below change
+KEYS = {  # what each trainer saves, named by the checkpoint's "trainer"
+    "classifier": ("epoch", "model", "optimizer", "schedule", "rng", "history", "best"),
+    "gan": ("epoch", "generator", "critic", "g_optimizer", "d_optimizer", "rng", "history"),
+}
 
 
 def rng_state(generator: torch.Generator) -> dict:
@@ -50,6 +53,7 @@ def restore_rng(state: dict, generator: torch.Generator) -> None:
 
 
 def save(state: dict, path: Path) -> Path:
+    """Write `state`, which names its "trainer" (a key of KEYS), to `path`."""
     torch.save({"format": FORMAT, **state}, path)
     return path
 
@@ -63,12 +67,20 @@ def load(path: Path, source: str) -> dict:
         raise DataError(
             f"checkpoint {source} cannot be read ({first}); expected a file saved by training"
         ) from None
-    missing = [key for key in KEYS if key not in state] if isinstance(state, dict) else KEYS
-    if missing or state["format"] != FORMAT:
+    state = state if isinstance(state, dict) else {}
+    if state.get("format", FORMAT) != FORMAT:
         raise DataError(
-            f"checkpoint {source} lacks {list(missing) or ['format ' + str(FORMAT)]}; "
-            "expected a file saved by training"
+            f"checkpoint {source} has format {state['format']}; expected format {FORMAT}, "
+            "saved by this version of training"
         )
+    trainer = state.get("trainer")
+    if trainer is not None and trainer not in KEYS:
+        raise DataError(
+            f"checkpoint {source} was saved by trainer {trainer!r}; expected one of {list(KEYS)}"
+        )
+    missing = [key for key in ("format", "trainer", *KEYS.get(trainer, ())) if key not in state]
+    if missing:
+        raise DataError(f"checkpoint {source} lacks {missing}; expected a file saved by training")
     return state
 
 

@@ -180,6 +180,7 @@ def fit(
             best = {"loss": best_loss, "epoch": best_epoch, "stale": stale, "weights": best_state}
             checkpoints.save(
                 {
+                    "trainer": "classifier",
                     "epoch": epoch,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),

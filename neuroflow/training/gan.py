@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from neuroflow.errors import TrainingError
+from neuroflow.training.checkpoint import Checkpoints, restore_rng, rng_state
 from neuroflow.training.config import GANTrainConfig
 from neuroflow.training.distributed import Ranks
 
@@ -57,10 +58,13 @@ def fit_gan(
     latent_dim: int,
     on_epoch: OnEpoch | None = None,
     ranks: Ranks | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> list[dict[str, float]]:
     """Train on `images` (N, H, W) uint8 and return each epoch's mean d_loss and g_loss, which
     on_epoch also gets. A NaN or inf loss stops training with a TrainingError. Under several
-    ranks each trains on its shard of every epoch, batch_size / ranks images per step."""
+    ranks each trains on its shard of every epoch, batch_size / ranks images per step.
+    `checkpoints` may give a state to resume from and take the state after every epoch (after
+    on_epoch, so whatever on_epoch draws from the generators is in it)."""
     from tqdm.auto import tqdm
 
     device = images.device
@@ -68,6 +72,7 @@ def fit_gan(
     betas = (config.beta1, 0.999)
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas)
     d_optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=betas)
+    models = {"generator": generator, "critic": critic}  # unwrapped, for state dicts
     generator, critic = ranks.wrap(generator), ranks.wrap(critic)
     g_every = config.n_critic if config.loss == "wgan-gp" else 1  # batches per generator step
     batch_size = math.ceil(config.batch_size / ranks.size)
@@ -77,9 +82,20 @@ def fit_gan(
         steps = min(steps, config.max_batches)
     shuffle = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
+    optimizers = {"g_optimizer": g_optimizer, "d_optimizer": d_optimizer}
+    checkpoints = checkpoints or Checkpoints()
+    done = 0
+    if checkpoints.start is not None:
+        state = checkpoints.start
+        for key, part in {**models, **optimizers}.items():
+            part.load_state_dict(state[key])
+        restore_rng(state["rng"], shuffle)
+        history, done = list(state["history"]), state["epoch"]
     show = None if ranks.main else True  # tqdm: None shows on a terminal, True hides
-    progress = tqdm(total=config.epochs * steps, desc="dcgan", unit="batch", disable=show)
-    for epoch in range(1, config.epochs + 1):
+    progress = tqdm(
+        total=config.epochs * steps, initial=done * steps, desc="dcgan", unit="batch", disable=show
+    )
+    for epoch in range(done + 1, config.epochs + 1):
         generator.train()
         critic.train()
         order = ranks.shard(torch.randperm(len(images), generator=shuffle))
@@ -117,6 +133,16 @@ def fit_gan(
         history.append(metrics)
         if on_epoch:
             on_epoch(metrics, epoch)
+        if checkpoints.save and ranks.main:
+            checkpoints.save(
+                {
+                    "trainer": "gan",
+                    "epoch": epoch,
+                    **{key: part.state_dict() for key, part in {**models, **optimizers}.items()},
+                    "rng": rng_state(shuffle),
+                    "history": history,
+                }
+            )
         progress.set_postfix(epoch=epoch, **{k: round(v, 3) for k, v in metrics.items()})
     progress.close()
     return history
