@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import io
 import re
+import shutil
 import stat
 import tarfile
 import tempfile
@@ -180,6 +181,26 @@ def test_a_corrupt_archive_gets_one_line(tmp_path, idx_folder, scratch, name):
     CORRUPT[name](tmp_path, idx_folder)
     archive = (tmp_path / name).resolve()
     with pytest.raises(DataError, match=f"^archive {re.escape(str(archive))} cannot be unpacked"):
+        load_source("idx", str(archive))
+    assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".zip", ".tar.gz"])
+def test_an_archive_bigger_than_the_free_disk_is_refused_before_writing(
+    tmp_path, idx_folder, scratch, monkeypatch, suffix
+):
+    zeros = b"\0" * 2**25  # 32 MiB that compress to a few dozen KiB
+    make = make_zip if suffix == ".zip" else make_tar
+    add = (
+        (lambda z: z.writestr("mnist/zeros", zeros))
+        if suffix == ".zip"
+        else (lambda tar: add_file(tar, "mnist/zeros", zeros))
+    )
+    archive = make((tmp_path / f"bomb{suffix}").resolve(), idx_folder, "mnist/", extra=add)
+    assert archive.stat().st_size < 2**21
+    disk = shutil.disk_usage(scratch)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: disk._replace(free=2**24))  # 16 MiB
+    with pytest.raises(DataError, match=r"unpacks to 32\.\d MiB, more than the 16\.0 MiB free"):
         load_source("idx", str(archive))
     assert list(scratch.iterdir()) == []
 

@@ -5,12 +5,15 @@ relative path without '..' components, and it must be a file, a folder or such a
 member can land outside the target folder, even through a chain of links, because every link
 already unpacked points below its own folder. One bad member refuses the whole archive. Tar
 archives are also unpacked with tarfile's "data" filter, which checks each member again
-against the folder as it stands on disk.
+against the folder as it stands on disk. An archive that would unpack to more than the target's
+free disk space (an archive bomb, or just too big) is refused before anything is written; the
+sizes come from the members' headers, which both formats hold the unpacked data to.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import stat
 import tarfile
 import zipfile
@@ -57,6 +60,7 @@ def _extract_tar(archive: Path, target: Path) -> None:
                 _check_link(archive, member.name, member.linkname)
             elif not (member.isfile() or member.isdir()):
                 _refuse(archive, member.name, "is a device, pipe or other special file")
+        _check_space(archive, sum(m.size for m in members if m.isfile()), target)
         tar.extractall(target, members=members, filter="data")
 
 
@@ -68,7 +72,21 @@ def _extract_zip(archive: Path, target: Path) -> None:
             kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when no unix file type is recorded
             if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                 _refuse(archive, info.filename, "is a link or special file")
+        _check_space(archive, sum(i.file_size for i in members), target)
         zip_file.extractall(target, members=members)
+
+
+def _check_space(archive: Path, unpacked: int, target: Path) -> None:
+    free = shutil.disk_usage(target).free
+    if unpacked > free:
+        raise DataError(
+            f"archive {archive} unpacks to {_size(unpacked)}, more than the {_size(free)} free "
+            f"in {target}; expected an archive that fits on disk"
+        )
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 def _check_name(archive: Path, name: str) -> None:
