@@ -260,3 +260,17 @@ def test_the_registry_lock_holds_under_contention(tracking, monkeypatch):
             future.result()
     assert (most[0], entered[0]) == (1, workers * rounds)
     assert no_locks(MlflowClient()) == []
+
+
+def test_a_stale_lock_is_broken_and_a_broken_holder_leaves_its_successor_alone(tracking):
+    from neuroflow.tracking import locks
+
+    client, lock = MlflowClient(), f"shared{SUFFIX}"
+    long_ago = f"{time.time() - locks.STALE_S - 1:.3f}"
+    client.create_registered_model(lock, tags={"holder": "dead", "acquired": long_ago})
+    with locks.registry_lock(client, "shared", "slow holder"):  # breaks the dead one's
+        assert client.get_registered_model(lock).tags["holder"] == "slow holder"
+        # Taken for dead too, its lock is broken and taken by a successor meanwhile.
+        client.delete_registered_model(lock)
+        client.create_registered_model(lock, tags={"holder": "successor", "token": "theirs"})
+    assert client.get_registered_model(lock).tags["holder"] == "successor"

@@ -5,12 +5,19 @@ Creating a registered model is atomic: the name is unique, and a second create f
 RESOURCE_ALREADY_EXISTS. The lock on model `name` is a registered model named `name` + SUFFIX
 that lives only while the critical section runs. A lock older than STALE_S (its holder died) is
 broken.
+
+Each acquisition tags its lock with a token of its own. Releasing or breaking a lock deletes it
+only if it still carries the token seen, so a holder whose lock was broken does not release its
+successor's. The registry has no conditional delete, so the check and the delete are two calls:
+a lock taken in the moment between them (after a holder dead for five minutes, by another
+breaker) could still be removed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -27,8 +34,9 @@ POLL_S = 0.25
 def registry_lock(client: MlflowClient, name: str, holder: str):
     """Hold the lock on registered model `name` for the `with` body."""
     lock = f"{name}{SUFFIX}"
+    token = uuid.uuid4().hex
     deadline = time.monotonic() + WAIT_S
-    while not _acquire(client, lock, holder):
+    while not _acquire(client, lock, holder, token):
         if time.monotonic() > deadline:
             raise RunLookupError(
                 f"registry lock {lock!r} stayed held for {WAIT_S:.0f} s; expected it released "
@@ -38,15 +46,22 @@ def registry_lock(client: MlflowClient, name: str, holder: str):
     try:
         yield
     finally:
-        with contextlib.suppress(MlflowException):
+        _delete_if_token(client, lock, token)
+
+
+def _delete_if_token(client: MlflowClient, lock: str, token: str | None) -> None:
+    """Delete `lock` if it is still the one tagged `token`; gone already is fine."""
+    with contextlib.suppress(MlflowException):
+        if client.get_registered_model(lock).tags.get("token") == token:
             client.delete_registered_model(lock)
 
 
-def _acquire(client: MlflowClient, lock: str, holder: str) -> bool:
+def _acquire(client: MlflowClient, lock: str, holder: str, token: str) -> bool:
+    tags = {"neuroflow.lock": "true", "holder": holder, "token": token}
     try:
         client.create_registered_model(
             lock,
-            tags={"neuroflow.lock": "true", "holder": holder, "acquired": f"{time.time():.3f}"},
+            tags={**tags, "acquired": f"{time.time():.3f}"},
             description=f"held by {holder} while it changes the registry; removed when done",
         )
         return True
@@ -63,5 +78,5 @@ def _acquire(client: MlflowClient, lock: str, holder: str) -> bool:
         # can come back without tags, and must not then look acquired in 1970.
         acquired = float(held.tags.get("acquired", held.creation_timestamp / 1000))
         if time.time() - acquired > STALE_S:
-            client.delete_registered_model(lock)
+            _delete_if_token(client, lock, held.tags.get("token"))
     return False
