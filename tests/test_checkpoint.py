@@ -147,12 +147,48 @@ def test_a_resumed_gan_equals_a_gan_never_stopped(tmp_path, loss):
 
 def test_a_checkpoint_of_another_format_or_trainer_is_refused(tmp_path):
     path = tmp_path / "last.pt"
-    torch.save({"format": 1, "epoch": 1}, path)
-    with pytest.raises(DataError, match="has format 1; expected format 2"):
-        checkpoint.load(path, "last.pt")
-    torch.save({"format": checkpoint.FORMAT, "trainer": "forest", "epoch": 1}, path)
-    with pytest.raises(DataError, match="trainer 'forest'; expected one of"):
-        checkpoint.load(path, "last.pt")
-    torch.save({"format": checkpoint.FORMAT, "trainer": "gan", "epoch": 1}, path)
-    with pytest.raises(DataError, match=r"lacks \['generator', 'critic'"):
-        checkpoint.load(path, "last.pt")
+    refused = {
+        "has format 3; expected format 2": {"format": 3, "epoch": 1},
+        "has format tensor": {"format": torch.zeros(3), "trainer": "gan"},
+        "trainer 'forest'; expected one of": {"format": 2, "trainer": "forest"},
+        r"trainer \['gan'\]; expected one of": {"format": 2, "trainer": ["gan"]},
+        r"lacks \['generator', 'critic'": {"format": 2, "trainer": "gan", "epoch": 1},
+        r"lacks \['model', 'optimizer'": {"format": 1, "epoch": 1},  # format 1: a classifier's
+    }
+    for message, state in refused.items():
+        torch.save(state, path)
+        with pytest.raises(DataError, match=message):
+            checkpoint.load(path, "last.pt")
+
+
+def test_a_format_1_classifier_checkpoint_still_loads(digits, tmp_path):
+    with pytest.raises(Crash):
+        train(digits, stop_after=1, folder=tmp_path)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    del state["trainer"]
+    torch.save({**state, "format": 1}, tmp_path / "old.pt")
+    loaded = checkpoint.load(tmp_path / "old.pt", "old.pt")
+    assert loaded["trainer"] == "classifier" and loaded["epoch"] == 1
+
+
+def test_a_failed_upload_does_not_hide_the_training_error(tracking, monkeypatch, capsys):
+    import mlflow
+
+    from neuroflow.errors import TrainingError
+    from neuroflow.tracking.resume import Uploader
+
+    def refuse(self, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Uploader, "_upload", refuse)
+    with (
+        mlflow.start_run(),
+        pytest.raises(TrainingError, match="diverged"),
+        Uploader() as uploader,
+    ):
+        uploader.save({"trainer": "gan", "epoch": 1})
+        raise TrainingError("diverged")
+    assert "checkpoint upload failed too: disk full" in capsys.readouterr().err
+    # with training fine, the upload's error is raised
+    with mlflow.start_run(), pytest.raises(OSError, match="disk full"), Uploader() as uploader:
+        uploader.save({"trainer": "gan", "epoch": 1})

@@ -21,6 +21,7 @@ from neuroflow.training.config import GANTrainConfig, TrainConfig
 
 SMALL = DCGANConfig(latent_dim=8, width=4)
 FAST = GANTrainConfig(epochs=2, batch_size=32, max_batches=2, device="cpu")
+ONE_BATCH = GANTrainConfig(epochs=1, max_batches=1, device="cpu")
 
 
 @pytest.fixture
@@ -62,13 +63,27 @@ def test_dcgan_logs_scores_per_epoch_samples_and_the_generator(prepared, evaluat
 
 
 def test_without_an_evaluator_a_quick_cnn_is_trained_and_recorded(prepared):
-    run, _ = run_dcgan(prepared.run_id, "", GANTrainConfig(epochs=1, max_batches=1, device="cpu"))
+    run, _ = run_dcgan(prepared.run_id, "", ONE_BATCH)
     children = mlflow.search_runs(
         filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'", output_format="list"
     )
     (quick,) = [c for c in children if c.data.tags.get("purpose") == "dcgan evaluator"]
     assert quick.data.tags["family"] == "cnn" and quick.info.status == "FINISHED"
     assert run.data.params["evaluator_uri"] == quick.data.tags["model_uri"]
+
+
+def test_the_champion_evaluator_is_recorded_as_the_version_it_names(prepared, evaluator):
+    client = MlflowClient()
+    version = mlflow.register_model(evaluator, "idx_cnn").version
+    client.set_registered_model_alias("idx_cnn", "champion", version)
+    run, _ = run_dcgan(prepared.run_id, "", ONE_BATCH)
+    assert run.data.params["evaluator_uri"] == f"models:/idx_cnn/{version}"
+    children = mlflow.search_runs(
+        filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'", output_format="list"
+    )
+    assert children == [], "a quick CNN was trained although a champion exists"
+    run, _ = run_dcgan(prepared.run_id, "models:/idx_cnn@champion", ONE_BATCH)
+    assert run.data.params["evaluator_uri"] == f"models:/idx_cnn/{version}"
 
 
 def test_an_evaluator_that_does_not_exist_is_refused(prepared):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
 import torch
+from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from neuroflow.data.prepared import Prepared, load_prepared
@@ -116,14 +119,12 @@ def train_dcgan(
         if watch:
             watch(served, epoch)
 
-    uploader = Uploader()
     try:
-        fit_gan(*fit_args, on_epoch, ranks, Checkpoints(state, uploader.save))
+        with Uploader() as uploader:
+            fit_gan(*fit_args, on_epoch, ranks, Checkpoints(state, uploader.save))
     except TrainingError:  # the last good epoch's weights are in checkpoints/last.pt
         mlflow.set_tag("last_good_epoch", str(len(curves)))
         raise
-    finally:
-        uploader.close()
     artifacts.log_grid(sample(served, grid_z), "samples/final.png")
     artifacts.log_gan_curves(curves)
     info = artifacts.log_generator(served.cpu().eval(), model_config.latent_dim)
@@ -143,29 +144,52 @@ def sample(served: ImageGenerator, latents: torch.Tensor) -> torch.Tensor:
 
 def load_evaluator(value: str, prepared: Prepared, ref: DataRef, config: GANTrainConfig):
     """(classifier, its model URI). `value` names one; empty means the registered CNN champion
-    for this dataset, or else a quick CNN trained now in a nested run."""
+    for this dataset, or else a quick CNN trained now in a nested run. An alias is pinned to the
+    version it names now, so the URI recorded keeps naming the classifier that scored the run
+    (a resumed run, and promote, score with it again)."""
     if value:
-        return _checked(_load(value), value, prepared), value
-    value = f"models:/{default_model_name(prepared.meta['dataset'], 'cnn')}@{CHAMPION}"
+        return _loaded(pinned(value), prepared)
+    champion = f"models:/{default_model_name(prepared.meta['dataset'], 'cnn')}@{CHAMPION}"
+    with contextlib.suppress(RunLookupError):  # none yet, or one for other images
+        return _loaded(pinned(champion), prepared)
+    with mlflow.start_run(nested=True, run_name="evaluator"):
+        mlflow.set_tag("purpose", "dcgan evaluator")
+        quick = TrainConfig(epochs=EVALUATOR_EPOCHS, seed=config.seed, device=config.device)
+        alone = Ranks.single(config.device)  # rank 0 trains it while the others wait
+        value = train_classifier("cnn", CNNConfig(), quick, ref.run_id, alone)
+    return _loaded(value, prepared)
+
+
+def _loaded(uri: str, prepared: Prepared) -> tuple[ImageClassifier, str]:
+    return _checked(_load(uri), uri, prepared), uri
+
+
+def pinned(uri: str) -> str:
+    """models:/<name>@<alias> as models:/<name>/<version>, the version the alias names now;
+    any other URI as it is."""
+    match = re.fullmatch(r"models:/([^/@]+)@([^/]+)", uri)
+    if not match:
+        return uri
+    name, alias = match.groups()
     try:
-        return _checked(_load(value), value, prepared), value
-    except RunLookupError:
-        with mlflow.start_run(nested=True, run_name="evaluator"):
-            mlflow.set_tag("purpose", "dcgan evaluator")
-            quick = TrainConfig(epochs=EVALUATOR_EPOCHS, seed=config.seed, device=config.device)
-            alone = Ranks.single(config.device)  # rank 0 trains it while the others wait
-            value = train_classifier("cnn", CNNConfig(), quick, ref.run_id, alone)
-        return _checked(_load(value), value, prepared), value
+        version = MlflowClient().get_model_version_by_alias(name, alias).version
+    except MlflowException as error:
+        raise _unloadable(uri, error) from None
+    return f"models:/{name}/{version}"
 
 
 def _load(uri: str):
     try:
         return mlflow.pytorch.load_model(uri, map_location="cpu")
     except (MlflowException, OSError) as error:
-        message = str(error).splitlines()[0]
-        raise RunLookupError(
-            f"evaluator {uri} cannot be loaded: {message}; expected the URI of a logged classifier"
-        ) from None
+        raise _unloadable(uri, error) from None
+
+
+def _unloadable(uri: str, error: Exception) -> RunLookupError:
+    message = str(error).splitlines()[0]
+    return RunLookupError(
+        f"evaluator {uri} cannot be loaded: {message}; expected the URI of a logged classifier"
+    )
 
 
 def _checked(model, uri: str, prepared: Prepared) -> ImageClassifier:

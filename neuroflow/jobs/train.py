@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
@@ -97,25 +98,23 @@ def train_classifier(
 
     if watch and ranks.main:
         watch(model, 0)
-    uploader = Uploader() if ranks.main else None  # rank 0 alone logs checkpoints
-    checkpoints = Checkpoints(start.state if start else None, uploader and uploader.save)
+    state = start.state if start else None
     try:
-        result = fit(
-            model,
-            splits["train"],
-            splits["val"],
-            config,
-            log_epoch if ranks.main else None,
-            ranks,
-            checkpoints,
-        )
+        # rank 0 alone logs checkpoints
+        with Uploader() if ranks.main else contextlib.nullcontext() as uploader:
+            result = fit(
+                model,
+                splits["train"],
+                splits["val"],
+                config,
+                log_epoch if ranks.main else None,
+                ranks,
+                Checkpoints(state, uploader and uploader.save),
+            )
     except TrainingError:
         if ranks.main:  # its weights are in checkpoints/last.pt
             mlflow.set_tag("last_good_epoch", str(logged[0]))
         raise
-    finally:
-        if uploader:
-            uploader.close()
     if not ranks.main:
         return None
     test = evaluate(model, *splits["test"])

@@ -9,6 +9,7 @@ epoch, and is tagged resumed_from.
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -71,6 +72,20 @@ class Uploader:
         shutil.rmtree(self.folder, ignore_errors=True)
         for upload in self.pending:
             upload.result()  # raises what an upload raised
+
+    def __enter__(self) -> Uploader:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        """close(); when training already failed, an upload's error is printed, not raised,
+        so it does not hide training's."""
+        if error is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as upload_error:  # reported; training's error goes on
+            print(f"checkpoint upload failed too: {upload_error}", file=sys.stderr)
 
 
 def find_start(request: Resume, step: str, params: dict[str, str]) -> Start | None:
@@ -154,6 +169,7 @@ def carry_history(run_id: str, epoch: int) -> list[dict[str, float]]:
     points = [
         Metric(key, point.value, point.timestamp, point.step)
         for key in client.get_run(run_id).data.metrics
+        if not key.startswith("system/")  # MLflow's system metrics count samples, not epochs
         for point in client.get_metric_history(run_id, key)
         if 1 <= point.step <= epoch
     ]

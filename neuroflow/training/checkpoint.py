@@ -28,7 +28,7 @@ KEYS = {  # what each trainer saves, named by the checkpoint's "trainer"
 
 def rng_state(generator: torch.Generator) -> dict:
     """Every generator training draws from: torch's (dropout, init), the shuffling order's,
-    numpy's and Python's, and CUDA's when present."""
+    numpy's and Python's, and the current CUDA device's when there is one."""
     kind, keys, position, has_gauss, cached = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
@@ -36,8 +36,8 @@ def rng_state(generator: torch.Generator) -> dict:
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
         "python": random.getstate(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # the current device's: a resume may see other devices
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -49,7 +49,7 @@ def restore_rng(state: dict, generator: torch.Generator) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def save(state: dict, path: Path) -> Path:
@@ -68,13 +68,17 @@ def load(path: Path, source: str) -> dict:
             f"checkpoint {source} cannot be read ({first}); expected a file saved by training"
         ) from None
     state = state if isinstance(state, dict) else {}
-    if state.get("format", FORMAT) != FORMAT:
+    if isinstance(state.get("format"), int) and state["format"] == 1 and "trainer" not in state:
+        # format 1 came before the GAN saved checkpoints: a classifier's, without "trainer"
+        state = {**state, "format": FORMAT, "trainer": "classifier"}
+    found = state.get("format", FORMAT)
+    if not isinstance(found, int) or found != FORMAT:
         raise DataError(
-            f"checkpoint {source} has format {state['format']}; expected format {FORMAT}, "
-            "saved by this version of training"
+            f"checkpoint {source} has format {found!r}; expected format {FORMAT}, saved by "
+            "this version of training"
         )
     trainer = state.get("trainer")
-    if trainer is not None and trainer not in KEYS:
+    if trainer is not None and not (isinstance(trainer, str) and trainer in KEYS):
         raise DataError(
             f"checkpoint {source} was saved by trainer {trainer!r}; expected one of {list(KEYS)}"
         )
