@@ -72,7 +72,12 @@ def fit_gan(
     betas = (config.beta1, 0.999)
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas)
     d_optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=betas)
-    models = {"generator": generator, "critic": critic}  # unwrapped, for state dicts
+    parts = {  # what a checkpoint holds, the networks unwrapped
+        "generator": generator,
+        "critic": critic,
+        "g_optimizer": g_optimizer,
+        "d_optimizer": d_optimizer,
+    }
     generator, critic = ranks.wrap(generator), ranks.wrap(critic)
     g_every = config.n_critic if config.loss == "wgan-gp" else 1  # batches per generator step
     batch_size = math.ceil(config.batch_size / ranks.size)
@@ -82,12 +87,11 @@ def fit_gan(
         steps = min(steps, config.max_batches)
     shuffle = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
-    optimizers = {"g_optimizer": g_optimizer, "d_optimizer": d_optimizer}
     checkpoints = checkpoints or Checkpoints()
     done = 0
     if checkpoints.start is not None:
         state = checkpoints.start
-        for key, part in {**models, **optimizers}.items():
+        for key, part in parts.items():
             part.load_state_dict(state[key])
         restore_rng(state["rng"], shuffle)
         history, done = list(state["history"]), state["epoch"]
@@ -138,7 +142,7 @@ def fit_gan(
                 {
                     "trainer": "gan",
                     "epoch": epoch,
-                    **{key: part.state_dict() for key, part in {**models, **optimizers}.items()},
+                    **{key: part.state_dict() for key, part in parts.items()},
                     "rng": rng_state(shuffle),
                     "history": history,
                 }
