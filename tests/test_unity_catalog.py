@@ -24,11 +24,26 @@ MUTATIONS = {
 
 
 class FakeRegistry:
-    """Records every call; knows no versions until register_model makes one."""
+    """Records every call; knows no versions until register_model makes one, and keeps the
+    registered models created (the registry lock is one) until they are deleted."""
 
     def __init__(self):
         self.calls: list[tuple] = []
         self.versions: dict[str, SimpleNamespace] = {}
+        self.models: dict[str, SimpleNamespace] = {}
+
+    def create_registered_model(self, name, tags=None, description=None):
+        self.calls.append(("create_registered_model", name))
+        self.models[name] = SimpleNamespace(name=name, tags=dict(tags or {}))
+        return self.models[name]
+
+    def get_registered_model(self, name):
+        self.calls.append(("get_registered_model", name))
+        return self.models[name]
+
+    def delete_registered_model(self, name):
+        self.calls.append(("delete_registered_model", name))
+        del self.models[name]
 
     def register_model(self, model_uri, name, tags=None):
         self.calls.append(("register_model", name, model_uri))
@@ -97,6 +112,7 @@ def test_register_uses_the_three_level_name_and_the_challenger_alias(uc, trained
     assert ("register_model", "main.ml.digits_cnn", "models:/m-123") in uc.calls
     assert ("set_registered_model_alias", "main.ml.digits_cnn", "challenger", 1) in uc.calls
     assert not any(call[0] == "transition_model_version_stage" for call in uc.calls)
+    assert uc.models == {}, "the registry lock was left behind"
 
 
 def test_register_without_catalog_and_schema_registers_nothing(uc, trained):
