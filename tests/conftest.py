@@ -1,48 +1,84 @@
-"""Fixtures that shrink every test: tiny synthetic images, a throwaway MLflow store, CPU only."""
+"""Fixtures that shrink every test: tiny synthetic images, throwaway MLflow stores (made once and
+copied where a test needs data or models already in them), CPU only, one thread per worker."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from helpers import MNIST_T10K, synthetic_digits
+from helpers import (
+    MNIST_T10K,
+    copy_of,
+    new_store,
+    tracking_server,
+    using_store,
+    write_idx_folder,
+)
+
+
+def pytest_configure(config):
+    """With the suite spread over several worker processes (pytest -n), one torch thread each,
+    and for every process a worker starts: the workers share the cores, and more threads than
+    cores only wait on each other."""
+    if getattr(config.option, "numprocesses", None) or os.environ.get("PYTEST_XDIST_WORKER"):
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, "1")
+
+
+def pytest_collection_modifyitems(items):
+    """Files with slow tests first, so that under pytest -n the files that take minutes start
+    early and the many short ones fill in at the end. The order is otherwise kept."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
 @pytest.fixture
 def idx_folder(tmp_path: Path) -> Path:
     """A folder with a train pair (raw IDX) and an official test pair (gzip IDX)."""
-    from neuroflow.data.idx import write_idx
-
-    folder = tmp_path / "idx"
-    folder.mkdir()
-    train_images, train_labels = synthetic_digits(300, seed=1)
-    test_images, test_labels = synthetic_digits(100, seed=2)
-    write_idx(folder / "train-images-idx3-ubyte", train_images)
-    write_idx(folder / "train-labels-idx1-ubyte", train_labels)
-    write_idx(folder / "t10k-images-idx3-ubyte.gz", test_images)
-    write_idx(folder / "t10k-labels-idx1-ubyte.gz", test_labels)
-    return folder
+    return write_idx_folder(tmp_path / "idx")
 
 
 @pytest.fixture
-def tracking(tmp_path: Path, monkeypatch):
+def tracking(tmp_path: Path):
     """A fresh sqlite MLflow store under tmp_path, used by this process and its children."""
-    import mlflow
-
     store = tmp_path / "store"
     store.mkdir()
-    uri = f"sqlite:///{store / 'mlflow.db'}"
-    monkeypatch.chdir(store)  # the default artifact root ./mlruns lands beside the store
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    while mlflow.active_run():
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
+    with using_store(store, new_store(store)) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session")
+def prepared_store(tmp_path_factory) -> SimpleNamespace:
+    """Made once: a store in which preprocess has prepared an IDX folder of synthetic digits
+    (300 to train and validate on, 100 to test). `prepared` gives each test a copy."""
+    import mlflow
+
+    from neuroflow.data.prepared import PrepareConfig
+    from neuroflow.jobs.preprocess import preprocess
+
+    root = tmp_path_factory.mktemp("prepared")
+    folder = root / "store"
+    folder.mkdir()
+    with using_store(folder, new_store(folder)), mlflow.start_run():
+        ref = preprocess(PrepareConfig(dataset="idx", data_dir=str(write_idx_folder(root / "idx"))))
+    return SimpleNamespace(folder=folder, ref=ref)
+
+
+@pytest.fixture
+def prepared(prepared_store, tmp_path: Path):
+    """This test's own copy of prepared_store as its tracking store; the DataRef of the prepared
+    dataset in it."""
+    with copy_of(prepared_store.folder, tmp_path):
+        yield prepared_store.ref
 
 
 @pytest.fixture
@@ -52,7 +88,9 @@ def mnist_t10k() -> Path:
     return MNIST_T10K
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch):
-    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> str:
+    """One real `mlflow server`, shared by every test that needs a server it does not stop;
+    its URL. Each file keeps to names (experiments, models) of its own on it."""
+    with tracking_server(tmp_path_factory.mktemp("server")) as url:
+        yield url

@@ -3,11 +3,17 @@ servers on loopback ports."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import importlib
+import io
 import os
 import re
+import shlex
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -17,10 +23,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
+import yaml
 from mlflow import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_T10K = ROOT.parent / "shared" / "datasets" / "mnist-t10k"  # real MNIST, present in CI only
+
+
+def write_idx_folder(folder: Path) -> Path:
+    """A folder with a train pair (raw IDX) of 300 synthetic digits and an official test pair
+    (gzip IDX) of 100."""
+    from neuroflow.data.idx import write_idx
+
+    folder.mkdir(parents=True)
+    train_images, train_labels = synthetic_digits(300, seed=1)
+    test_images, test_labels = synthetic_digits(100, seed=2)
+    write_idx(folder / "train-images-idx3-ubyte", train_images)
+    write_idx(folder / "train-labels-idx1-ubyte", train_labels)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", test_images)
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", test_labels)
+    return folder
 
 
 def synthetic_digits(count: int, size: int = 28, classes: int = 10, seed: int = 0):
@@ -95,12 +118,87 @@ def project_snapshot(dest: Path) -> Path:
     return dest
 
 
-class Store:
-    """A folder with its own sqlite store, where `mlflow run` is started from."""
+@functools.cache
+def _empty_store() -> Path:
+    """An sqlite store as MLflow creates it, made once per process: creating its tables costs
+    1-2 s, copying the file a few milliseconds."""
+    folder = Path(tempfile.mkdtemp(prefix="neuroflow-empty-store-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+    return folder / "mlflow.db"
 
-    def __init__(self, folder: Path):
+
+def new_store(folder: Path) -> str:
+    """A fresh, empty sqlite store at `folder`/mlflow.db, whose Default experiment keeps its
+    artifacts in `folder`/mlruns/0 as if MLflow had created it there; returns its URI."""
+    database = folder / "mlflow.db"
+    shutil.copyfile(_empty_store(), database)
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+            (str(folder / "mlruns" / "0"),),
+        )
+    return f"sqlite:///{database}"
+
+
+def copy_store(source: Path, dest: Path) -> str:
+    """A copy of the sqlite store and artifacts in folder `source` at `dest`, as if its runs had
+    been made there: the paths into `source` that MLflow wrote (artifact locations in the
+    database, each logged model's MLmodel file) point into `dest`. Returns its URI."""
+    shutil.copytree(source, dest)
+    old, new = f"{source}{os.sep}", f"{dest}{os.sep}"
+    with contextlib.closing(sqlite3.connect(dest / "mlflow.db")) as connection, connection:
+        tables = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        for (table,) in tables.fetchall():
+            for column in connection.execute(f'PRAGMA table_info("{table}")').fetchall():
+                name, kind = column[1], column[2].upper()
+                if any(text in kind for text in ("CHAR", "TEXT", "CLOB")):
+                    connection.execute(
+                        f'UPDATE "{table}" SET "{name}" = replace("{name}", ?, ?) '
+                        f'WHERE instr("{name}", ?) > 0',
+                        (old, new, old),
+                    )
+    for mlmodel in dest.rglob("MLmodel"):
+        mlmodel.write_text(mlmodel.read_text().replace(old, new))
+    return f"sqlite:///{dest / 'mlflow.db'}"
+
+
+@contextlib.contextmanager
+def copy_of(source: Path, tmp_path: Path):
+    """A copy of the store in folder `source`, at `tmp_path`/store, used for the `with` body."""
+    folder = tmp_path / "store"
+    with using_store(folder, copy_store(source, folder)) as uri:
+        yield uri
+
+
+@contextlib.contextmanager
+def using_store(folder: Path, uri: str):
+    """This process tracks to `uri` from `folder` (where MLflow's relative paths start) for the
+    `with` body, with no run or experiment inherited from the environment; runs left open are
+    ended afterwards."""
+    import mlflow
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        patch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield uri
+        finally:
+            while mlflow.active_run():
+                mlflow.end_run()
+            mlflow.set_tracking_uri(None)
+
+
+class Store:
+    """A folder where `mlflow run` is started from, tracking to its own new sqlite store, or to
+    the tracking server at `uri`."""
+
+    def __init__(self, folder: Path, uri: str = ""):
         self.folder = folder
-        self.uri = f"sqlite:///{folder / 'mlflow.db'}"
+        self.uri = uri or new_store(folder)
         self.client = MlflowClient(tracking_uri=self.uri)
 
     def run(
@@ -113,11 +211,78 @@ class Store:
     ) -> MlflowRun:
         return mlflow_run(entry_point, self.folder, self.uri, project, options, env, **params)
 
+    def step(self, entry_point: str, **params) -> MlflowRun:
+        """The entry point run in this process, as `mlflow run` would run it (step_in_process)."""
+        return step_in_process(entry_point, self.uri, **params)
+
     def get(self, run_id: str):
         return self.client.get_run(run_id)
 
     def runs(self, filter_string: str = ""):
         return self.client.search_runs(["0"], filter_string)
+
+
+MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
+
+
+def step_in_process(entry_point: str, tracking_uri: str, **params) -> MlflowRun:
+    """What `mlflow run <project> -e <entry point> -P k=v ...` does, done in this process: a run
+    is created with every parameter logged (defaults included), the entry point's MLproject
+    command is filled in with them, the step runs through its own `cli.run` in the project
+    folder with MLFLOW_RUN_ID naming that run, and the run is marked FAILED when the step exits
+    non-zero and FINISHED when it exits zero, unless the step ended the run itself. Returns
+    the exit code and what the step wrote to stderr, as mlflow_run does."""
+    import mlflow
+    from mlflow.entities import Param
+
+    from neuroflow import cli
+
+    spec = MLPROJECT[entry_point]
+    values = {name: str(p["default"]) for name, p in spec.get("parameters", {}).items()}
+    values.update({key: str(value) for key, value in params.items()})
+    client = MlflowClient(tracking_uri=tracking_uri)
+    tags = {
+        "mlflow.source.name": str(ROOT),
+        "mlflow.source.type": "PROJECT",
+        "mlflow.project.entryPoint": entry_point,
+    }
+    run_id = client.create_run("0", tags=tags).info.run_id
+    client.log_batch(run_id, params=[Param(key, value) for key, value in values.items()])
+    command = shlex.split(spec["command"].format(**{k: shlex.quote(v) for k, v in values.items()}))
+    assert command[:3] == ["python", "-m", f"steps.{entry_point}"], command
+    step = getattr(importlib.import_module(f"steps.{entry_point}"), entry_point)
+
+    saved = {key: os.environ.get(key) for key in STEP_ENV}
+    argv, cwd, stderr = sys.argv, os.getcwd(), io.StringIO()
+    uri_before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    os.environ.update(
+        MLFLOW_RUN_ID=run_id, MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_EXPERIMENT_ID="0"
+    )
+    mlflow.set_tracking_uri(tracking_uri)
+    sys.argv = [f"steps/{entry_point}.py", *command[3:]]
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stderr(stderr):
+            cli.run(step)
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        sys.argv = argv
+        os.chdir(cwd)
+        mlflow.set_tracking_uri(uri_before)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert mlflow.active_run() is None, "the step left its run open"
+    if client.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):
+        client.set_terminated(run_id, "FINISHED" if code == 0 else "FAILED")
+    return MlflowRun(code, stderr.getvalue(), run_id)
+
+
+STEP_ENV = ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
 
 
 def free_port() -> int:
@@ -154,3 +319,20 @@ def serving(command: list[str], ready_url: str, timeout: float = 180, **popen):
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def tracking_server(folder: Path, port: int | None = None):
+    """A real `mlflow server` on a loopback port, with its sqlite store and proxied artifacts in
+    `folder`; yields its URL. MLflow's job runner (eight huey worker processes, each importing
+    mlflow) is left off: nothing here submits server jobs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", "1"]
+    command += ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"]
+    command += ["--artifacts-destination", str(folder / "artifacts")]
+    env = python_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    with serving(command, f"{url}/health", env=env, cwd=folder):
+        yield url

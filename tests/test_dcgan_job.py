@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from helpers import synthetic_digits
+from helpers import copy_of, synthetic_digits
 from neuroflow.data.idx import write_idx
 from neuroflow.data.prepared import PrepareConfig
 from neuroflow.errors import NeuroflowError, RunLookupError
@@ -24,19 +25,25 @@ FAST = GANTrainConfig(epochs=2, batch_size=32, max_batches=2, device="cpu")
 ONE_BATCH = GANTrainConfig(epochs=1, max_batches=1, device="cpu")
 
 
-@pytest.fixture
-def prepared(tracking, idx_folder):
-    with mlflow.start_run():
-        return preprocess(PrepareConfig(dataset="idx", data_dir=str(idx_folder)))
-
-
-@pytest.fixture
-def evaluator(prepared) -> str:
-    with mlflow.start_run():
+@pytest.fixture(scope="module")
+def evaluated_store(prepared_store, tmp_path_factory) -> SimpleNamespace:
+    """Made once: prepared_store with a small CNN trained on it, the `evaluator` (its model
+    URI) of the tests that give one. `evaluator` gives each test a copy."""
+    root = tmp_path_factory.mktemp("evaluated")
+    with copy_of(prepared_store.folder, root), mlflow.start_run():
         config = TrainConfig(epochs=1, device="cpu")
-        return train_classifier(
-            "cnn", CNNConfig(channels=(4, 8), hidden=16), config, prepared.run_id
+        model_uri = train_classifier(
+            "cnn", CNNConfig(channels=(4, 8), hidden=16), config, prepared_store.ref.run_id
         )
+    return SimpleNamespace(folder=root / "store", model_uri=model_uri)
+
+
+@pytest.fixture
+def evaluator(evaluated_store, prepared_store, tmp_path) -> str:
+    """This test's own copy of evaluated_store, as its tracking store; the evaluator's URI. The
+    `prepared` dataset is in it (prepared_store.ref)."""
+    with copy_of(evaluated_store.folder, tmp_path):
+        yield evaluated_store.model_uri
 
 
 def run_dcgan(data: str, evaluator: str, config: GANTrainConfig = FAST):
@@ -45,7 +52,8 @@ def run_dcgan(data: str, evaluator: str, config: GANTrainConfig = FAST):
     return mlflow.get_run(run.info.run_id), model_uri
 
 
-def test_dcgan_logs_scores_per_epoch_samples_and_the_generator(prepared, evaluator):
+def test_dcgan_logs_scores_per_epoch_samples_and_the_generator(evaluator, prepared_store):
+    prepared = prepared_store.ref
     run, model_uri = run_dcgan(prepared.run_id, evaluator)
     client, run_id = MlflowClient(), run.info.run_id
     assert run.data.tags["family"] == "dcgan" and run.data.tags["step"] == "train_dcgan"
@@ -72,7 +80,8 @@ def test_without_an_evaluator_a_quick_cnn_is_trained_and_recorded(prepared):
     assert run.data.params["evaluator_uri"] == quick.data.tags["model_uri"]
 
 
-def test_the_champion_evaluator_is_recorded_as_the_version_it_names(prepared, evaluator):
+def test_the_champion_evaluator_is_recorded_as_the_version_it_names(evaluator, prepared_store):
+    prepared = prepared_store.ref
     client = MlflowClient()
     version = mlflow.register_model(evaluator, "idx_cnn").version
     client.set_registered_model_alias("idx_cnn", "champion", version)
@@ -91,7 +100,8 @@ def test_an_evaluator_that_does_not_exist_is_refused(prepared):
         run_dcgan(prepared.run_id, "models:/nope@champion")
 
 
-def test_a_generator_is_not_an_evaluator(prepared, evaluator):
+def test_a_generator_is_not_an_evaluator(evaluator, prepared_store):
+    prepared = prepared_store.ref
     _, generator_uri = run_dcgan(prepared.run_id, evaluator)
     with pytest.raises(RunLookupError, match="is a ImageGenerator; expected a classifier"):
         run_dcgan(prepared.run_id, generator_uri)

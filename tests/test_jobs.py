@@ -36,9 +36,7 @@ def train(family="cnn", data="latest", config=FAST):
     return mlflow.get_run(run.info.run_id), model_uri
 
 
-@pytest.fixture
-def prepared(tracking, idx_folder):
-    return prepare_idx(idx_folder)
+# `prepared` (conftest.py): a store of this test's own, with an IDX folder prepared in it.
 
 
 def test_preprocess_logs_the_prepared_folder_and_its_lineage(prepared):

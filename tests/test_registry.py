@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from neuroflow.data.prepared import PrepareConfig
+from helpers import copy_of
 from neuroflow.errors import RunLookupError
 from neuroflow.families import ACCURACY, FID
-from neuroflow.jobs.preprocess import preprocess
 from neuroflow.jobs.promote import promote
 from neuroflow.jobs.register import register
 from neuroflow.jobs.train import train_classifier
@@ -24,10 +24,21 @@ GOOD = TrainConfig(epochs=4, device="cpu")
 BAD = TrainConfig(epochs=1, max_batches=1, lr=1e-5, device="cpu")
 
 
+@pytest.fixture(scope="module")
+def trained_store(prepared_store, tmp_path_factory) -> SimpleNamespace:
+    """Made once: prepared_store with a CNN trained well on it (`good`) and one trained for a
+    single batch at a tiny lr (`bad`), neither registered. `trained` gives each test a copy."""
+    root = tmp_path_factory.mktemp("trained")
+    with copy_of(prepared_store.folder, root):
+        good, bad = (train(prepared_store.ref, config) for config in (GOOD, BAD))
+    return SimpleNamespace(folder=root / "store", data=prepared_store.ref, good=good, bad=bad)
+
+
 @pytest.fixture
-def prepared(tracking, idx_folder):
-    with mlflow.start_run():
-        return preprocess(PrepareConfig(dataset="idx", data_dir=str(idx_folder)))
+def trained(trained_store, tmp_path) -> SimpleNamespace:
+    """This test's own copy of trained_store, as its tracking store."""
+    with copy_of(trained_store.folder, tmp_path):
+        yield trained_store
 
 
 def train(prepared, config) -> str:
@@ -67,28 +78,29 @@ def registry_state() -> str:
     return json.dumps(state, sort_keys=True)
 
 
-def test_register_tags_the_version_and_moves_challenger(prepared):
-    run_id = train(prepared, GOOD)
+def test_register_tags_the_version_and_moves_challenger(trained):
+    run_id = trained.good
     version = register_run(run_id)
     assert (version.name, str(version.version)) == ("idx_cnn", "1")
     tags = version.tags
     assert tags["family"] == "cnn" and tags["source_run"] == run_id
-    assert tags["data_digest"] == prepared.digest and tags["data_run_id"] == prepared.run_id
+    data = trained.data
+    assert tags["data_digest"] == data.digest and tags["data_run_id"] == data.run_id
     accuracy = mlflow.get_run(run_id).data.metrics["test_accuracy"]
     assert float(tags["test_accuracy"]) == accuracy
     assert run_id in version.description and "test_accuracy" in version.description
     assert version.aliases == ["challenger"]
 
 
-def test_registering_a_run_twice_returns_the_same_version(prepared):
-    run_id = train(prepared, GOOD)
+def test_registering_a_run_twice_returns_the_same_version(trained):
+    run_id = trained.good
     first, again = register_run(run_id), register_run(run_id)
     assert str(first.version) == str(again.version) == "1"
     assert len(MlflowClient().search_model_versions("name = 'idx_cnn'")) == 1
 
 
-def test_register_without_a_run_id_picks_the_best_run_of_the_family(prepared):
-    worse, better = train(prepared, BAD), train(prepared, GOOD)
+def test_register_without_a_run_id_picks_the_best_run_of_the_family(trained):
+    worse, better = trained.bad, trained.good
     metrics = {r: mlflow.get_run(r).data.metrics["test_accuracy"] for r in (worse, better)}
     assert metrics[better] > metrics[worse]
     assert register_run(family="cnn").run_id == better
@@ -104,12 +116,12 @@ def test_register_without_a_run_id_picks_the_best_run_of_the_family(prepared):
         ("no runs of family", "has no FINISHED mlp run"),
     ],
 )
-def test_register_refuses_bad_input_and_leaves_the_registry_alone(prepared, case, message):
-    run_id = train(prepared, GOOD)
+def test_register_refuses_bad_input_and_leaves_the_registry_alone(trained, case, message):
+    run_id = trained.good
     register_run(run_id)
     before = registry_state()
     args = {
-        "preprocess run": {"run_id": prepared.run_id},
+        "preprocess run": {"run_id": trained.data.run_id},
         "missing run": {"run_id": "f" * 32},
         "family mismatch": {"run_id": run_id, "family": "rnn"},
         "metric mismatch": {"family": "cnn", "metric": "fid"},
@@ -120,8 +132,8 @@ def test_register_refuses_bad_input_and_leaves_the_registry_alone(prepared, case
     assert registry_state() == before
 
 
-def test_first_promotion_makes_the_candidate_champion(prepared):
-    register_run(train(prepared, GOOD))
+def test_first_promotion_makes_the_candidate_champion(trained):
+    register_run(trained.good)
     outcome, run = promote_version()
     assert outcome.decision.promote and outcome.champion_after == "1"
     version = MlflowClient().get_model_version_by_alias("idx_cnn", "champion")
@@ -131,10 +143,10 @@ def test_first_promotion_makes_the_candidate_champion(prepared):
     assert table["columns"] == ["role", "version", "test_accuracy"]
 
 
-def test_a_worse_candidate_is_rejected_and_champion_stays(prepared):
-    register_run(train(prepared, GOOD))
+def test_a_worse_candidate_is_rejected_and_champion_stays(trained):
+    register_run(trained.good)
     promote_version()
-    register_run(train(prepared, BAD))
+    register_run(trained.bad)
     outcome, run = promote_version()
     assert not outcome.decision.promote
     assert outcome.candidate_score < outcome.champion_score
@@ -146,8 +158,8 @@ def test_a_worse_candidate_is_rejected_and_champion_stays(prepared):
     assert run.data.tags["decision"] == "kept the champion"
 
 
-def test_scores_are_recomputed_not_read_from_logged_metrics(prepared):
-    run_id = train(prepared, GOOD)
+def test_scores_are_recomputed_not_read_from_logged_metrics(trained):
+    run_id = trained.good
     register_run(run_id)
     MlflowClient().set_model_version_tag("idx_cnn", "1", "test_accuracy", "0.0")  # a lie
     outcome, _ = promote_version()
@@ -156,10 +168,10 @@ def test_scores_are_recomputed_not_read_from_logged_metrics(prepared):
     )
 
 
-def test_min_delta_and_dry_run(prepared):
-    register_run(train(prepared, BAD))
+def test_min_delta_and_dry_run(trained):
+    register_run(trained.bad)
     promote_version()
-    register_run(train(prepared, GOOD))
+    register_run(trained.good)
     strict, _ = promote_version(min_delta=1.0)  # no accuracy gain can reach 1.0
     assert not strict.decision.promote
     before = registry_state()
@@ -177,8 +189,8 @@ def test_min_delta_and_dry_run(prepared):
         ("idx_cnn", "7", "has no version '7'"),
     ],
 )
-def test_promote_refuses_what_does_not_exist(prepared, name, candidate, message):
-    register_run(train(prepared, GOOD))
+def test_promote_refuses_what_does_not_exist(trained, name, candidate, message):
+    register_run(trained.good)
     before = registry_state()
     with pytest.raises(RunLookupError, match=message):
         promote_version(name, candidate)
