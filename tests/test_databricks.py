@@ -14,29 +14,31 @@ import pytest
 from mlflow import MlflowClient
 
 from databricks_loopback import Workspace
-from helpers import ROOT, free_port, project_snapshot, python_env, serving
+from helpers import ROOT, project_snapshot, python_env
 from neuroflow.envs import read_pins
 
 TOKEN = "dapi-loopback-secret-0123456789"
 CLUSTER = json.loads((ROOT / "databricks" / "cluster-cpu.json").read_text())
 
 
+EXPERIMENT = "/Users/tests/neuroflow"  # a workspace path, as on Databricks
+
+
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("workspace")
-    port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
-    command += ["--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
-    with serving(command, f"http://127.0.0.1:{port}/health", cwd=root, env=python_env()):
-        loopback = Workspace(
-            root / "cluster",
-            f"http://127.0.0.1:{port}",
-            job_env=python_env(DATABRICKS_TOKEN=TOKEN),
-        )
-        loopback.start()
-        yield loopback
-        loopback.stop()
+def workspace(server, tmp_path_factory):
+    """A loopback workspace in front of the shared `mlflow server`."""
+    loopback = Workspace(
+        tmp_path_factory.mktemp("workspace") / "cluster",
+        server,
+        job_env=python_env(DATABRICKS_TOKEN=TOKEN),
+    )
+    loopback.start()
+    yield loopback
+    loopback.stop()
+
+
+def experiment_id(workspace: Workspace) -> str:
+    return MlflowClient(tracking_uri=workspace.url).get_experiment_by_name(EXPERIMENT).experiment_id
 
 
 def client_env(workspace: Workspace) -> dict:
@@ -63,6 +65,8 @@ def test_mlflow_run_on_databricks_trains_on_the_cluster(workspace, tmp_path):
             str(ROOT / "databricks" / "cluster-cpu.json"),
             "-e",
             "train_mlp",
+            "--experiment-name",
+            EXPERIMENT,
             "--env-manager",
             "local",
             "-P",
@@ -88,7 +92,7 @@ def test_mlflow_run_on_databricks_trains_on_the_cluster(workspace, tmp_path):
     assert set(libraries) == set(pins)  # the cluster's pins, and MLflow's own
 
     client = MlflowClient(tracking_uri=workspace.url)
-    (run,) = client.search_runs(["0"], "tags.step = 'train_mlp'")
+    (run,) = client.search_runs([experiment_id(workspace)], "tags.step = 'train_mlp'")
     assert run.info.status == "FINISHED"
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
     assert 0 < run.data.metrics["test_accuracy"] <= 1
@@ -112,13 +116,14 @@ def test_mlflow_run_on_databricks_trains_on_the_cluster(workspace, tmp_path):
 def assert_token_nowhere(client: MlflowClient, workspace: Workspace, folder: Path) -> None:
     """DATABRICKS_TOKEN is in the client's and the cluster's environment, and must not be in
     any param, tag or artifact, nor sent anywhere but an Authorization header."""
-    for run in client.search_runs(["0"]):
+    experiment = experiment_id(workspace)
+    for run in client.search_runs([experiment]):
         values = [*run.data.params.values(), *run.data.tags.values()]
         assert not any(TOKEN in value for value in values), run.info.run_id
         local = client.download_artifacts(run.info.run_id, "", str(folder / run.info.run_id))
         for path in Path(local).rglob("*"):
             assert not (path.is_file() and TOKEN.encode() in path.read_bytes()), path
-    for model in client.search_logged_models(["0"]):
+    for model in client.search_logged_models([experiment]):
         assert not any(TOKEN in str(v) for v in {**model.params, **model.tags}.values())
 
 
@@ -196,6 +201,8 @@ def test_the_submit_command_uploads_exactly_a_commit(workspace, tmp_path):
         str(project / "databricks" / "cluster-cpu.json"),
         "-e",
         "preprocess",
+        "--experiment-name",
+        EXPERIMENT,
         "--no-wait",
         cwd=project,
     )
@@ -214,5 +221,6 @@ def test_the_submit_command_uploads_exactly_a_commit(workspace, tmp_path):
         ["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True, check=True
     ).stdout.strip()
     client = MlflowClient(tracking_uri=workspace.url)
-    (run,) = client.search_runs(["0"], f"tags.git_commit = '{commit}' and tags.step = 'preprocess'")
+    filter_string = f"tags.git_commit = '{commit}' and tags.step = 'preprocess'"
+    (run,) = client.search_runs([experiment_id(workspace)], filter_string)
     assert run.info.status == "FINISHED"

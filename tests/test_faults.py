@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from helpers import ROOT, Store, free_port, project_snapshot, python_env, serving
+from helpers import ROOT, Store, free_port, project_snapshot, python_env, tracking_server
 
 pytestmark = pytest.mark.slow
 
@@ -149,25 +149,17 @@ def test_a_diverging_loss_fails_the_run_and_names_the_last_good_epoch(digits):
     assert "model_uri" not in run.data.tags
 
 
-def tracking_server(port: int, folder: Path):
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--backend-store-uri", f"sqlite:///{folder / 'server.db'}"]
-    command += ["--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]
-    return serving(command, f"http://127.0.0.1:{port}/health", cwd=folder)
-
-
 def test_training_survives_a_tracking_server_restart_with_no_metric_lost(tmp_path):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    store = Store(tmp_path)
-    store.uri, store.client = uri, MlflowClient(uri)
-    with tracking_server(port, tmp_path):
+    store = Store(tmp_path, uri)
+    with tracking_server(tmp_path / "server", port):
         assert store.run("preprocess").returncode == 0
         training = start(uri, tmp_path, "train_rnn", **SLOW_EPOCHS)
         run = wait_for(lambda: running_with(store.client, "train_rnn", 1), what="first epoch")
     # The server is down now; MLflow's client retries while it comes back on the same port.
     time.sleep(3)
-    with tracking_server(port, tmp_path):
+    with tracking_server(tmp_path / "server", port):
         _, stderr = training.communicate(timeout=600)
         assert training.returncode == 0, stderr[-3000:]
         finished = store.get(run.info.run_id)
@@ -184,9 +176,8 @@ def test_a_tracking_server_that_stays_down_fails_the_step_with_one_line_in_bound
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     client = MlflowClient(uri)
-    with tracking_server(port, tmp_path):
-        store = Store(tmp_path)
-        store.uri, store.client = uri, client
+    with tracking_server(tmp_path / "server", port):
+        store = Store(tmp_path, uri)
         assert store.run("preprocess").returncode == 0
         options = [f"--{key.replace('_', '-')}={value}" for key, value in SLOW_EPOCHS.items()]
         training = subprocess.Popen(

@@ -6,7 +6,6 @@ loop against a serial simulation of its rule on random score sequences."""
 from __future__ import annotations
 
 import itertools
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow import MlflowClient
 
-from helpers import MlflowRun, free_port, mlflow_run, python_env, serving
+from helpers import MlflowRun, mlflow_run
 from neuroflow.tracking.locks import SUFFIX
 
 EPOCHS = 3
@@ -31,32 +30,23 @@ MODEL = "race_mlp"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """One `mlflow server` (sqlite, proxied artifacts) on a loopback port, with one prepared
-    dataset logged to it."""
-    folder = tmp_path_factory.mktemp("server")
-    port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1"]
-    command += ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"]
-    command += ["--artifacts-destination", str(folder / "artifacts")]
-    url = f"http://127.0.0.1:{port}"
-    with serving(command, f"{url}/health", env=python_env(), cwd=folder):
-        work = tmp_path_factory.mktemp("runs")
-        prepared = mlflow_run("preprocess", work, url)
-        assert prepared.returncode == 0, prepared.stderr
-        yield SimpleNamespace(
-            uri=url, folder=work, client=MlflowClient(url), data_run=prepared.run_id
-        )
+def loaded(server, tmp_path_factory):
+    """The shared `mlflow server` (sqlite, proxied artifacts), with one prepared dataset logged
+    to it."""
+    work = tmp_path_factory.mktemp("runs")
+    prepared = mlflow_run("preprocess", work, server)
+    assert prepared.returncode == 0, prepared.stderr
+    client = MlflowClient(server)
+    return SimpleNamespace(uri=server, folder=work, client=client, data_run=prepared.run_id)
 
 
 @pytest.fixture
-def remote(server, monkeypatch):
+def remote(loaded, monkeypatch):
     """The server, also as this process's tracking URI (artifact downloads resolve
     mlflow-artifacts:/ URIs against it)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
-    mlflow.set_tracking_uri(server.uri)
-    yield server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", loaded.uri)
+    mlflow.set_tracking_uri(loaded.uri)
+    yield loaded
     mlflow.set_tracking_uri(None)
 
 
