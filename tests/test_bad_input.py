@@ -1,7 +1,10 @@
-"""Bad input to every entry point, through the real `mlflow run` CLI, on one shared store in
-which a model has been trained, registered and promoted. Each row must end with one line naming
-the bad value and what was expected, no traceback, its run FAILED, and nothing else changed: the
-registry compared byte for byte, and every run that was there before as it was."""
+"""Bad input to every entry point, on one shared store in which a model has been trained,
+registered and promoted. Each row must end with one line naming the bad value and what was
+expected, no traceback, its run FAILED, and nothing else changed: the registry compared byte for
+byte, and every run that was there before as it was.
+
+Every row runs in this process as `mlflow run` runs a step (helpers.step_in_process); the rows
+of CLI_ROWS also run through the real `mlflow run` CLI, which must print the same line."""
 
 from __future__ import annotations
 
@@ -14,8 +17,6 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from helpers import MlflowRun, Store, synthetic_digits
-
-pytestmark = pytest.mark.slow
 
 MODEL = "digits_mlp"  # what register names the MLP trained on the default digits
 NO_RUN = "0" * 32  # a well-formed run id that no store holds
@@ -57,11 +58,11 @@ def shared(tmp_path_factory) -> SimpleNamespace:
     registry holds a version with tags, a description and both aliases), a training run that
     failed before it logged a model, and the bad folders. `values` fill the rows' {names}."""
     store = Store(tmp_path_factory.mktemp("store"))
-    data_run = succeeded(store.run("preprocess"))
-    mlp_run = succeeded(store.run("train_mlp", data=data_run, epochs=2))
-    succeeded(store.run("register", run_id=mlp_run))
-    succeeded(store.run("promote", model_name=MODEL))
-    failed = store.run("train_mlp", data=mlp_run, epochs=2)  # data is not a preprocess run
+    data_run = succeeded(store.step("preprocess"))
+    mlp_run = succeeded(store.step("train_mlp", data=data_run, epochs=1, hidden="32"))
+    succeeded(store.step("register", run_id=mlp_run))
+    succeeded(store.step("promote", model_name=MODEL))
+    failed = store.step("train_mlp", data=mlp_run, epochs=2)  # data is not a preprocess run
     assert failed.returncode != 0 and store.get(failed.run_id).info.status == "FAILED"
 
     version = store.client.get_model_version_by_alias(MODEL, "champion")
@@ -237,15 +238,49 @@ ROWS = [
 ]
 
 
+# Rows that also go through the real `mlflow run` CLI, one for each layer that can refuse:
+# click's own types, an IDX file, a run lookup, a model load, the registry, and main's door.
+CLI_ROWS = [
+    "preprocess:dataset=idx,data_dir={truncated}",
+    "train_cnn:lr=abc",
+    "train_mlp:data={mlp_run}",
+    "train_dcgan:evaluator=models:/nothing@champion",
+    "register:run_id={failed_run}",
+    f"promote:model_name={MODEL},candidate=99",
+    "main:models=mlp,svm",
+]
+
+
 @pytest.mark.parametrize(("entry_point", "params", "expected"), ROWS)
 def test_bad_input_fails_its_run_with_one_line_and_changes_nothing(
     shared, entry_point, params, expected
 ):
+    refused(shared, shared.store.step, entry_point, params, expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("entry_point", "params", "expected"), [r for r in ROWS if r.id in CLI_ROWS]
+)
+def test_bad_input_through_mlflow_run_gets_the_line_the_step_gives(
+    shared, entry_point, params, expected
+):
+    line = refused(shared, shared.store.run, entry_point, params, expected)
+    assert line == refused(shared, shared.store.step, entry_point, params, expected)
+
+
+def test_every_cli_row_is_a_row():
+    assert set(CLI_ROWS) <= {r.id for r in ROWS}
+
+
+def refused(shared, run, entry_point: str, params: dict, expected: tuple[str, ...]) -> str:
+    """Run one bad input with `run` (the CLI or in process) and check everything a bad input
+    must leave behind; returns its error line."""
     store, values = shared.store, shared.values
     params = {key: value.format(**values) for key, value in params.items()}
     registry_before, runs_before = registry_bytes(store.client), run_statuses(store.client)
 
-    result = store.run(entry_point, **params)
+    result = run(entry_point, **params)
 
     assert result.returncode != 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
@@ -260,13 +295,14 @@ def test_bad_input_fails_its_run_with_one_line_and_changes_nothing(
     assert set(runs_after) - set(runs_before) == {result.run_id}  # no nested runs either
     assert {run_id: runs_after[run_id] for run_id in runs_before} == runs_before
     assert registry_bytes(store.client) == registry_before
+    return lines[0]
 
 
 def test_a_bad_option_is_refused_before_any_data_is_prepared(tmp_path):
     """On an empty store train_cnn prepares its data in a nested preprocess run; lr=abc must be
     refused before that, and before the run logs anything."""
     store = Store(tmp_path)
-    result = store.run("train_cnn", lr="abc")
+    result = store.step("train_cnn", lr="abc")
     assert result.returncode != 0
     (run,) = store.runs()
     assert run.info.run_id == result.run_id and run.info.status == "FAILED"

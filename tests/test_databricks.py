@@ -4,6 +4,8 @@ anything is uploaded."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -138,6 +140,21 @@ def submit(workspace: Workspace, *args: str, cwd: Path = ROOT) -> subprocess.Com
     )
 
 
+def refused(workspace: Workspace, *args: str) -> tuple[int, str]:
+    """`python -m neuroflow.databricks args...` run in this process, with the client's
+    environment, as the command runs it: (exit code, stderr)."""
+    from neuroflow import cli, databricks
+
+    stderr = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "MLFLOW_TRACKING_URI"):
+            patch.setenv(name, client_env(workspace)[name])
+        patch.setattr(sys, "argv", ["databricks", *args])
+        with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exit:
+            cli.run(databricks.submit)
+    return exit.value.code, stderr.getvalue()
+
+
 @pytest.fixture
 def idle_workspace(tmp_path):
     """A workspace nothing should reach: it counts the requests it gets."""
@@ -164,9 +181,9 @@ def test_a_bad_backend_config_is_refused_before_anything_is_sent(
 ):
     config = tmp_path / "cluster.json"
     config.write_text(text)
-    result = submit(idle_workspace, str(config), "-e", "train_mlp")
-    assert result.returncode != 0
-    (line,) = result.stderr.strip().splitlines()
+    code, stderr = refused(idle_workspace, str(config), "-e", "train_mlp")
+    assert code != 0
+    (line,) = stderr.strip().splitlines()
     assert line.startswith("databricks: error: ") and message in line
     assert idle_workspace.requests == []
 
@@ -183,11 +200,11 @@ def test_a_bad_backend_config_is_refused_before_anything_is_sent(
 )
 def test_bad_parameters_are_refused_before_anything_is_sent(idle_workspace, args, message):
     cluster = str(ROOT / "databricks" / "cluster-cpu.json")
-    result = submit(
+    code, stderr = refused(
         idle_workspace, cluster, *(["-e", "train_mlp"] if "-e" not in args else []), *args
     )
-    assert result.returncode != 0
-    (line,) = result.stderr.strip().splitlines()
+    assert code != 0
+    (line,) = stderr.strip().splitlines()
     assert line.startswith("databricks: error: ") and message in line
     assert idle_workspace.requests == []
 

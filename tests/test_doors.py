@@ -3,6 +3,7 @@ torch or mlflow imported (so no data read and no model built)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -68,31 +69,58 @@ BAD_OPTIONS = [
 
 HEAVY = ("torch", "mlflow", "sklearn")
 
+# Runs every row of BAD_OPTIONS in one fresh interpreter, each as its step runs it, and prints
+# per row the exit code, what went to stderr and which heavy modules were imported by then.
+PROBE = """
+import contextlib, importlib, io, json, sys
+from neuroflow import cli
+results = []
+for entry_point, args in json.loads(sys.argv[1]):
+    command = getattr(importlib.import_module(f"steps.{entry_point}"), entry_point)
+    sys.argv, stderr, code = [entry_point, *args], io.StringIO(), 0
+    with contextlib.redirect_stderr(stderr):
+        try:
+            cli.run(command)
+        except SystemExit as exit:
+            code = exit.code
+    heavy = sorted(m for m in HEAVY if m in sys.modules)
+    results.append({"code": code, "stderr": stderr.getvalue(), "heavy": heavy})
+print(json.dumps(results))
+"""
 
-def run_step(entry_point: str, *args: str) -> subprocess.CompletedProcess:
-    """`python -m steps.<entry_point> args...`; prints, on exit, which heavy modules it imported."""
-    probe = (
-        "import atexit, sys\n"
-        f"atexit.register(lambda: print(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
-        f"sys.argv = ['{entry_point}', *{list(args)!r}]\n"
-        "from neuroflow import cli\n"
-        f"from steps.{entry_point} import {entry_point}\n"
-        f"cli.run({entry_point})\n"
+
+@pytest.fixture(scope="module")
+def refusals() -> dict[tuple[str, str], dict]:
+    """(entry point, args) -> what the probe saw, for every row, from one process."""
+    rows = [(entry_point, args) for entry_point, args, _ in BAD_OPTIONS]
+    probe = f"HEAVY = {HEAVY!r}\n{PROBE}"
+    result = subprocess.run(
+        [sys.executable, "-c", probe, json.dumps(rows)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    return subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert len({(entry_point, tuple(args)) for entry_point, args in rows}) == len(rows) == len(seen)
+    return {
+        (entry_point, " ".join(args)): found
+        for (entry_point, args), found in zip(rows, seen, strict=True)
+    }
 
 
 @pytest.mark.parametrize(("entry_point", "args", "message"), BAD_OPTIONS)
-def test_bad_option_gets_one_line_before_torch_or_mlflow_is_imported(entry_point, args, message):
-    result = run_step(entry_point, *args)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+def test_bad_option_gets_one_line_before_torch_or_mlflow_is_imported(
+    refusals, entry_point, args, message
+):
+    found = refusals[(entry_point, " ".join(args))]
+    assert found["code"] != 0
+    lines = found["stderr"].strip().splitlines()
+    assert len(lines) == 1, found["stderr"]
     assert lines[0].startswith(f"{entry_point}: error: ")
     assert message in lines[0]
-    assert result.stdout.strip().endswith("[]")  # refused before any data or model
+    assert found["heavy"] == []  # refused before any data or model, this row and every one before
 
 
 def test_help_works_and_exits_zero():

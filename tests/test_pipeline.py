@@ -177,7 +177,7 @@ def test_bad_lifecycle_input_changes_nothing(pipeline, entry_point, params, mess
     store = pipeline.store
     params = {k: v.format(data_run=pipeline.data_run) for k, v in params.items()}
     before = registry_state(store)
-    result = store.run(entry_point, project=pipeline.project, **params)
+    result = store.step(entry_point, **params)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     (line,) = result.error_lines()
