@@ -1,6 +1,7 @@
 """Faults, through the real `mlflow run` CLI: a training process killed mid-run and resumed, a
-loss that diverges, a tracking server that goes away (and comes back, or not), and `main`
-killed during a child."""
+tracking server that goes away (and comes back, or not), and `main` killed during a child. A
+resume with nothing to resume and a loss that diverges are steps run in process, as `mlflow
+run` runs them: no process boundary is involved."""
 
 from __future__ import annotations
 
@@ -101,9 +102,11 @@ def kill_and_resume(store: Store, step: str, key: str, **params):
     return whole.run_id, killed_id, run
 
 
-@pytest.fixture
-def digits(tmp_path) -> Store:
-    store = Store(tmp_path)
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Store:
+    """A store with the digits prepared, shared by the tests here: each trains with parameters
+    of its own, so none resumes another's broken run."""
+    store = Store(tmp_path_factory.mktemp("digits"))
     assert store.run("preprocess").returncode == 0
     return store
 
@@ -129,7 +132,7 @@ def test_a_killed_dcgan_resumes_to_the_curves_of_an_unbroken_run(digits):
 
 
 def test_resume_without_a_broken_run_trains_from_scratch(digits):
-    result = digits.run("train_mlp", epochs=2, resume="true")
+    result = digits.step("train_mlp", epochs=2, resume="true")
     assert result.returncode == 0, result.stderr
     run = digits.get(result.run_id)
     assert "resumed_from" not in run.data.tags
@@ -137,7 +140,7 @@ def test_resume_without_a_broken_run_trains_from_scratch(digits):
 
 
 def test_a_diverging_loss_fails_the_run_and_names_the_last_good_epoch(digits):
-    result = digits.run("train_mlp", lr=1e12, epochs=3)
+    result = digits.step("train_mlp", lr=1e12, epochs=3)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     (line,) = result.error_lines()

@@ -1,5 +1,6 @@
 """The product end to end: `mlflow run -e main` on a clean checkout, the step cache on a rerun,
-a rejected candidate, the lineage of a champion, serving, and bad input to the lifecycle steps."""
+a rejected candidate, the lineage of a champion, serving, bad input to the lifecycle steps, and
+no secret from the environment in anything the runs logged."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import json
 import sys
 import time
 import urllib.request
+import uuid
+from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
 
+import mlflow
 import numpy as np
 import pytest
+from mlflow.entities import ViewType
 
 from helpers import Store, free_port, project_snapshot, python_env, serving
 from neuroflow.families import CLASSIFIERS, FAMILIES
@@ -20,15 +25,22 @@ pytestmark = pytest.mark.slow
 STEPS_PER_RUN = 1 + 3 + 1 + 4 * 2  # preprocess, 3 classifiers, the DCGAN, register + promote each
 
 
+# Named like secrets, so the steps must mask their values wherever they would log them.
+SECRET_NAMES = ("NEUROFLOW_TEST_API_TOKEN", "DB_PASSWORD", "AWS_SECRET_ACCESS_KEY", "MY_KEY")
+
+
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """main run twice, identically, on a fresh store from a clean commit of the project."""
+def pipeline(tmp_path_factory) -> SimpleNamespace:
+    """`mlflow run -e main -P epochs=2` run twice, identically, on a fresh store from a clean
+    commit of the project, with `secrets` in its environment (which must appear nowhere in
+    what the runs logged). Every test here shares it."""
     project = project_snapshot(tmp_path_factory.mktemp("project"))
     store = Store(tmp_path_factory.mktemp("store"))
-    first = store.run("main", project=project, epochs=2)
+    secrets = {name: f"nf-{uuid.uuid4().hex}" for name in SECRET_NAMES}
+    first = store.run("main", project=project, env=secrets, epochs=2)
     assert first.returncode == 0, first.stderr
     started = time.perf_counter()
-    second = store.run("main", project=project, epochs=2)
+    second = store.run("main", project=project, env=secrets, epochs=2)
     rerun_seconds = time.perf_counter() - started
     assert second.returncode == 0, second.stderr
     print(f"cached main rerun: {rerun_seconds:.1f} s wall, mlflow CLI start-up included")
@@ -36,7 +48,12 @@ def pipeline(tmp_path_factory):
         f"tags.mlflow.parentRunId = '{first.run_id}' and tags.step = 'preprocess'"
     )
     return SimpleNamespace(
-        project=project, store=store, first=first, second=second, data_run=preprocess.info.run_id
+        project=project,
+        store=store,
+        first=first,
+        second=second,
+        data_run=preprocess.info.run_id,
+        secrets=secrets,
     )
 
 
@@ -85,11 +102,12 @@ def test_changing_one_trainer_reruns_only_it_and_what_follows(pipeline):
 
 
 def test_a_worse_candidate_is_registered_and_rejected(pipeline):
-    store, project = pipeline.store, pipeline.project
+    store = pipeline.store
     before = champion(store, "cnn").version
-    worse = store.run("train_cnn", project=project, data=pipeline.data_run, epochs=1, max_batches=2)
-    registered = store.run("register", project=project, run_id=worse.run_id)
-    decided = store.run("promote", project=project, model_name="digits_cnn")
+    # In process, as `mlflow run` runs each step; main ran these steps as processes of their own.
+    worse = store.step("train_cnn", data=pipeline.data_run, epochs=1, max_batches=2)
+    registered = store.step("register", run_id=worse.run_id)
+    decided = store.step("promote", model_name="digits_cnn")
     assert worse.returncode == registered.returncode == decided.returncode == 0, decided.stderr
     candidate = store.get(registered.run_id).data.tags["registered_version"]
     assert champion(store, "cnn").version == before != int(candidate)
@@ -174,6 +192,8 @@ LIFECYCLE_BAD_INPUTS = [
 
 @pytest.mark.parametrize(("entry_point", "params", "message"), LIFECYCLE_BAD_INPUTS)
 def test_bad_lifecycle_input_changes_nothing(pipeline, entry_point, params, message):
+    """On the registry main left, each step run in process as `mlflow run` runs it (the CLI
+    path itself is proved in test_bad_input.py)."""
     store = pipeline.store
     params = {k: v.format(data_run=pipeline.data_run) for k, v in params.items()}
     before = registry_state(store)
@@ -194,3 +214,85 @@ def test_compare_runs_notebook_shows_every_champion(pipeline, monkeypatch):
     for family in FAMILIES:
         assert f"digits_{family}" in text
     assert text.count("champion") >= len(FAMILIES)
+
+
+def test_no_secret_from_the_environment_is_logged_anywhere(pipeline, tmp_path, monkeypatch):
+    """Through the whole pipeline of main, every family trained, registered and promoted,
+    with secrets in the environment of `mlflow run` (the `pipeline` fixture)."""
+    store, secrets = pipeline.store, pipeline.secrets
+    monkeypatch.chdir(store.folder)  # where relative artifact locations start
+    logged = everything_logged(store, tmp_path / "downloads")
+    for kind in ("params", "tags", "run artifacts", "model artifacts", "model versions"):
+        assert logged[kind], f"the scan found no {kind}; it would pass without looking"
+    leaks = [
+        f"{name} in {kind}: {where}"
+        for kind, blobs in logged.items()
+        for where, blob in blobs
+        for name, secret in secrets.items()
+        if secret.encode() in blob
+    ]
+    assert not leaks
+
+
+def everything_logged(store: Store, downloads: Path) -> dict[str, list[tuple[str, bytes]]]:
+    """kind -> [(where, bytes)]: every experiment, run (params, tags, metric keys, dataset
+    inputs, every artifact file), logged model (and its files), registered model and version in
+    the store, and every file of the store itself."""
+    client, found = store.client, defaultdict(list)
+
+    def note(kind: str, where: str, text: str) -> None:
+        found[kind].append((where, text.encode()))
+
+    def files(kind: str, folder: Path) -> None:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                found[kind].append((str(path), path.read_bytes()))
+
+    experiments = client.search_experiments(view_type=ViewType.ALL)
+    ids = [e.experiment_id for e in experiments]
+    for experiment in experiments:
+        note("experiments", experiment.name, f"{experiment.name} {experiment.tags}")
+    for run in client.search_runs(ids, run_view_type=ViewType.ALL):
+        run_id = run.info.run_id
+        for key, value in run.data.params.items():
+            note("params", f"run {run_id} param {key}", f"{key}={value}")
+        for key, value in run.data.tags.items():
+            note("tags", f"run {run_id} tag {key}", f"{key}={value}")
+        for key in run.data.metrics:
+            note("metric keys", f"run {run_id} metric {key}", key)
+        for dataset_input in run.inputs.dataset_inputs:
+            note("dataset inputs", f"run {run_id}", f"{dataset_input.dataset!r} {dataset_input}")
+        files(
+            "run artifacts",
+            Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run_id, dst_path=str(downloads / run_id), tracking_uri=store.uri
+                )
+            ),
+        )
+    for model in client.search_logged_models(ids):
+        note("logged models", model.model_id, f"{model.name} {model.tags} {model.params}")
+        files(
+            "model artifacts",
+            Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=model.artifact_location,
+                    dst_path=str(downloads / model.model_id),
+                    tracking_uri=store.uri,
+                )
+            ),
+        )
+    for registered in client.search_registered_models():
+        note(
+            "registered models",
+            registered.name,
+            f"{registered.description} {registered.tags} {registered.aliases}",
+        )
+        for version in client.search_model_versions(f"name = '{registered.name}'"):
+            note(
+                "model versions",
+                f"{registered.name} version {version.version}",
+                f"{version.description} {version.tags} {version.aliases} {version.source}",
+            )
+    files("store files", store.folder)  # the database and artifact folders, byte for byte
+    return found

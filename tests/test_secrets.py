@@ -1,17 +1,14 @@
-"""No secret from the environment leaves through MLflow, and runs:/ URIs stay inside their run."""
+"""No secret from the environment leaves through MLflow, and runs:/ URIs stay inside their run.
+The end-to-end scan of everything a whole pipeline logged is in test_pipeline.py."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections import defaultdict
-from pathlib import Path
 
 import mlflow
 import pytest
-from mlflow.entities import ViewType
 
-from helpers import Store
 from neuroflow.tracking.lineage import provenance_tags
 from neuroflow.tracking.runs import log_params_once
 from neuroflow.tracking.secrets import scrub, secret_values
@@ -84,96 +81,3 @@ def test_a_runs_uri_may_not_climb_out_of_its_run(value):
 def test_a_runs_uri_inside_its_run_is_accepted():
     value = f"runs:/{RUN}/prepared/..hidden"  # '..' inside a name is not a component
     assert check_data_value(value) == value
-
-
-# --- end to end ----------------------------------------------------------------------------
-
-
-SECRET_NAMES = ("NEUROFLOW_TEST_API_TOKEN", "DB_PASSWORD", "AWS_SECRET_ACCESS_KEY", "MY_KEY")
-
-
-@pytest.mark.slow
-def test_no_secret_from_the_environment_is_logged_anywhere(tmp_path, monkeypatch):
-    secrets = {name: f"nf-{uuid.uuid4().hex}" for name in SECRET_NAMES}
-    store_folder = tmp_path / "store"
-    store_folder.mkdir()
-    store = Store(store_folder)
-    result = store.run("main", env=secrets, models="mlp", epochs=1)
-    assert result.returncode == 0, result.stderr
-
-    monkeypatch.chdir(store_folder)  # where relative artifact locations start
-    logged = everything_logged(store, tmp_path / "downloads")
-    for kind in ("params", "tags", "run artifacts", "model artifacts", "model versions"):
-        assert logged[kind], f"the scan found no {kind}; it would pass without looking"
-    leaks = [
-        f"{name} in {kind}: {where}"
-        for kind, blobs in logged.items()
-        for where, blob in blobs
-        for name, secret in secrets.items()
-        if secret.encode() in blob
-    ]
-    assert not leaks
-
-
-def everything_logged(store: Store, downloads: Path) -> dict[str, list[tuple[str, bytes]]]:
-    """kind -> [(where, bytes)]: every experiment, run (params, tags, metric keys, dataset
-    inputs, every artifact file), logged model (and its files), registered model and version in
-    the store, and every file of the store itself."""
-    client, found = store.client, defaultdict(list)
-
-    def note(kind: str, where: str, text: str) -> None:
-        found[kind].append((where, text.encode()))
-
-    def files(kind: str, folder: Path) -> None:
-        for path in folder.rglob("*"):
-            if path.is_file():
-                found[kind].append((str(path), path.read_bytes()))
-
-    experiments = client.search_experiments(view_type=ViewType.ALL)
-    ids = [e.experiment_id for e in experiments]
-    for experiment in experiments:
-        note("experiments", experiment.name, f"{experiment.name} {experiment.tags}")
-    for run in client.search_runs(ids, run_view_type=ViewType.ALL):
-        run_id = run.info.run_id
-        for key, value in run.data.params.items():
-            note("params", f"run {run_id} param {key}", f"{key}={value}")
-        for key, value in run.data.tags.items():
-            note("tags", f"run {run_id} tag {key}", f"{key}={value}")
-        for key in run.data.metrics:
-            note("metric keys", f"run {run_id} metric {key}", key)
-        for dataset_input in run.inputs.dataset_inputs:
-            note("dataset inputs", f"run {run_id}", f"{dataset_input.dataset!r} {dataset_input}")
-        files(
-            "run artifacts",
-            Path(
-                mlflow.artifacts.download_artifacts(
-                    run_id=run_id, dst_path=str(downloads / run_id), tracking_uri=store.uri
-                )
-            ),
-        )
-    for model in client.search_logged_models(ids):
-        note("logged models", model.model_id, f"{model.name} {model.tags} {model.params}")
-        files(
-            "model artifacts",
-            Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=model.artifact_location,
-                    dst_path=str(downloads / model.model_id),
-                    tracking_uri=store.uri,
-                )
-            ),
-        )
-    for registered in client.search_registered_models():
-        note(
-            "registered models",
-            registered.name,
-            f"{registered.description} {registered.tags} {registered.aliases}",
-        )
-        for version in client.search_model_versions(f"name = '{registered.name}'"):
-            note(
-                "model versions",
-                f"{registered.name} version {version.version}",
-                f"{version.description} {version.tags} {version.aliases} {version.source}",
-            )
-    files("store files", store.folder)  # the database and artifact folders, byte for byte
-    return found
