@@ -12,8 +12,12 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 PYTEST_ARGS ?=
+# pytest-xdist: one worker per core, each test file kept whole on one worker (its module
+# fixtures are built once). WORKERS=1 runs the suite in this process.
+WORKERS ?= auto
+PYTEST := python -m pytest $(if $(filter 1,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
 
-.PHONY: setup run ui test bench lint envs clean
+.PHONY: setup run ui check test bench lint envs clean
 
 setup:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,8 +38,14 @@ run: setup
 ui: setup
 	cd $(STORE) && mlflow ui --backend-store-uri sqlite:///mlflow.db
 
+# The fast tier, for every edit: in-process tests on tiny data, about a minute on 2 cores.
+check: setup lint
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
+
+# Both tiers: the fast one and the end-to-end tests (the real `mlflow run`, servers, serving,
+# notebooks, env managers). What CI runs.
 test: setup lint
-	python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 # This project's training against the pytorch/examples MNIST loop, side by side; see README.
 bench: setup

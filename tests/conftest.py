@@ -28,13 +28,6 @@ def pytest_configure(config):
             os.environ.setdefault(variable, "1")
 
 
-def pytest_collection_modifyitems(items):
-    """Files with slow tests first, so that under pytest -n the files that take minutes start
-    early and the many short ones fill in at the end. The order is otherwise kept."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
-
-
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

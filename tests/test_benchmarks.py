@@ -7,7 +7,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from helpers import ROOT, python_env
+
+pytestmark = pytest.mark.slow  # a process per workload: minutes
 
 
 def test_the_harness_runs_every_workload_and_writes_its_json(tmp_path):
