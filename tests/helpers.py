@@ -252,37 +252,25 @@ def step_in_process(entry_point: str, tracking_uri: str, **params) -> MlflowRun:
     assert command[:3] == ["python", "-m", f"steps.{entry_point}"], command
     step = getattr(importlib.import_module(f"steps.{entry_point}"), entry_point)
 
-    saved = {key: os.environ.get(key) for key in STEP_ENV}
-    argv, cwd, stderr = sys.argv, os.getcwd(), io.StringIO()
+    stderr = io.StringIO()
     uri_before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    os.environ.update(
-        MLFLOW_RUN_ID=run_id, MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_EXPERIMENT_ID="0"
-    )
-    mlflow.set_tracking_uri(tracking_uri)
-    sys.argv = [f"steps/{entry_point}.py", *command[3:]]
-    os.chdir(ROOT)
-    try:
-        with contextlib.redirect_stderr(stderr):
-            cli.run(step)
-        code = 0
-    except SystemExit as exit:
-        code = exit.code if isinstance(exit.code, int) else 1
-    finally:
-        sys.argv = argv
-        os.chdir(cwd)
-        mlflow.set_tracking_uri(uri_before)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(stderr):
+        patch.setenv("MLFLOW_RUN_ID", run_id)
+        patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+        patch.setenv("MLFLOW_EXPERIMENT_ID", "0")
+        patch.setattr(sys, "argv", [f"steps/{entry_point}.py", *command[3:]])
+        patch.chdir(ROOT)
+        mlflow.set_tracking_uri(tracking_uri)
+        try:
+            cli.run(step)  # always ends in sys.exit, with the step's exit code
+        except SystemExit as exit:
+            code = exit.code
+        finally:
+            mlflow.set_tracking_uri(uri_before)
     assert mlflow.active_run() is None, "the step left its run open"
     if client.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):
         client.set_terminated(run_id, "FINISHED" if code == 0 else "FAILED")
     return MlflowRun(code, stderr.getvalue(), run_id)
-
-
-STEP_ENV = ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
 
 
 def free_port() -> int:

@@ -76,9 +76,9 @@ import contextlib, importlib, io, json, sys
 from neuroflow import cli
 results = []
 for entry_point, args in json.loads(sys.argv[1]):
-    command = getattr(importlib.import_module(f"steps.{entry_point}"), entry_point)
     sys.argv, stderr, code = [entry_point, *args], io.StringIO(), 0
     with contextlib.redirect_stderr(stderr):
+        command = getattr(importlib.import_module(f"steps.{entry_point}"), entry_point)
         try:
             cli.run(command)
         except SystemExit as exit:
@@ -101,7 +101,7 @@ def refusals() -> dict[tuple[str, str], dict]:
         text=True,
         timeout=120,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0 and result.stderr == "", result.stderr
     seen = json.loads(result.stdout)
     assert len({(entry_point, tuple(args)) for entry_point, args in rows}) == len(rows) == len(seen)
     return {
