@@ -67,8 +67,9 @@ def prepare_bench(bench: Path, mnist: Path | None, quick: bool) -> dict:
     save the same images for the reference."""
     import mlflow
 
-    from neuroflow.data.prepared import PrepareConfig, load_prepared
+    from neuroflow.data.prepared import load_prepared
     from neuroflow.jobs.preprocess import preprocess
+    from neuroflow.settings import PrepareConfig
 
     images, labels, label = source_images(mnist)
     if mnist is not None:

@@ -20,7 +20,8 @@ import click
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_OPTIMIZER = (
-    "import neuroflow.jobs.train, torch; torch.optim.AdamW([torch.zeros(1, requires_grad=True)])"
+    "import neuroflow.jobs.train_classifier, torch; "
+    "torch.optim.AdamW([torch.zeros(1, requires_grad=True)])"
 )
 COMMANDS = {
     "python (bare)": ["-c", "pass"],
@@ -28,15 +29,18 @@ COMMANDS = {
     "import mlflow": ["-c", "import mlflow"],
     "train_cnn refusing a bad option": ["-m", "steps.train_cnn", "--lr=abc"],
     "train_cnn --help": ["-m", "steps.train_cnn", "--help"],
-    "import the train_cnn job (all a run needs)": ["-c", "import neuroflow.jobs.train"],
+    "import the train_cnn job (all a run needs)": ["-c", "import neuroflow.jobs.train_classifier"],
     "... and build the first optimizer (imports torch._dynamo)": ["-c", FIRST_OPTIMIZER],
 }
 
 
 def wall_time(args: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, check=False)
-    return time.perf_counter() - start
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+    spent = time.perf_counter() - start
+    if "Traceback" in done.stderr:  # a refused option exits 2 with one line, not a traceback
+        raise RuntimeError(f"{' '.join(args)} crashed:\n{done.stderr[-2000:]}")
+    return spent
 
 
 def measure(repeats: int, warm: bool = True) -> dict[str, float]:

@@ -149,36 +149,23 @@ def run_reference(bench: Path, epochs: int) -> dict:
     return {**epoch_summary(log, len(train[1])), "final_test_accuracy": log[-1]["test_accuracy"]}
 
 
-def step_defaults(family: str, data: str) -> dict:
-    """The options the train_<family> step would run with, parsed by the step itself."""
-    import importlib
-
-    command = getattr(importlib.import_module(f"steps.train_{family}"), f"train_{family}")
-    return command.make_context(f"train_{family}", [f"--data={data}"]).params
-
-
 def run_classifier(bench: Path, family: str, epochs: int) -> dict:
-    """train_<family> with its shipped defaults, as the step calls it, logging to the bench's
-    sqlite store."""
+    """train_<family> with its shipped defaults (the settings its step is built from), as the
+    step calls it, logging to the bench's sqlite store."""
     import mlflow
     import torch
 
-    from neuroflow.jobs.train import train_classifier
-    from neuroflow.models.families import CLASSIFIERS
+    from neuroflow.jobs.train_classifier import train_classifier
+    from neuroflow.settings import MODELS, TRAINING
     from neuroflow.training.classifier import to_device
-    from neuroflow.training.config import TrainConfig, resolve_device
+    from neuroflow.training.device import resolve_device
 
     meta = json.loads((bench / "bench.json").read_text())
-    params = step_defaults(family, meta["data_run_id"])
-    data = params.pop("data")
-    params.pop("resume_from"), params.pop("resume")  # from scratch: the defaults
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in params.items() if k in train_fields})
+    data = meta["data_run_id"]
+    config = TRAINING[family]
     if epochs:
         config = dataclasses.replace(config, epochs=epochs)
-    model_config = CLASSIFIERS[family][0](
-        **{k: v for k, v in params.items() if k not in train_fields}
-    )
+    model_config = MODELS[family]()
     _, test = reference_splits(bench)
     device = resolve_device(config.device)
     logging = MlflowClock().install()
@@ -206,9 +193,8 @@ def run_classifier(bench: Path, family: str, epochs: int) -> dict:
 def run_dcgan(bench: Path, epochs: int) -> dict:
     import mlflow
 
-    from neuroflow.jobs.dcgan import train_dcgan
-    from neuroflow.models.configs import DCGANConfig
-    from neuroflow.training.config import GANTrainConfig
+    from neuroflow.jobs.train_dcgan import train_dcgan
+    from neuroflow.settings import DCGANConfig, GANTrainConfig
 
     meta = json.loads((bench / "bench.json").read_text())
     config = GANTrainConfig(epochs=epochs or 2)
@@ -222,8 +208,9 @@ def run_dcgan(bench: Path, epochs: int) -> dict:
 def run_scaling(bench: Path, idx_dir: Path) -> dict:
     """preprocess an IDX folder (time, and peak memory over what the imports hold), then the
     CNN training core on its train split for 2 epochs (seconds per epoch)."""
-    from neuroflow.data.prepared import PrepareConfig, load_prepared, prepare
+    from neuroflow.data.prepared import load_prepared, prepare
     from neuroflow.data.sources import load_source
+    from neuroflow.settings import PrepareConfig
 
     config = PrepareConfig(dataset="idx", data_dir=str(idx_dir))
     before = peak_rss_mb()
@@ -234,10 +221,10 @@ def run_scaling(bench: Path, idx_dir: Path) -> dict:
 
     import torch
 
-    from neuroflow.models.configs import CNNConfig
-    from neuroflow.models.families import build_classifier
+    from neuroflow.models.build import build_classifier
+    from neuroflow.settings import CNNConfig, TrainConfig
     from neuroflow.training.classifier import fit, to_device
-    from neuroflow.training.config import TrainConfig, resolve_device
+    from neuroflow.training.device import resolve_device
 
     prepared = load_prepared(idx_dir / "prepared")
     device = resolve_device("auto")

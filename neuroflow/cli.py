@@ -1,61 +1,77 @@
-"""Click plumbing the steps share: option groups, value checks and a one-line error exit.
+"""The steps' click commands, built from the settings, and a one-line error exit.
 
-Nothing here imports torch or mlflow, so a bad option is refused in a fraction of a second,
-before any data is read or any model is built.
+A step is a function of the configs it names: `@cli.command(Inputs, TrainConfig, CNNConfig)`
+gives it one option per setting of each (see neuroflow.settings), with the setting's type,
+range, default and help, and calls it with the configs built from the options. Nothing here
+imports torch or mlflow, so a bad option is refused in a fraction of a second, before any data
+is read or any model is built.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import click
 
+from neuroflow.config import kind, settings, text
 from neuroflow.data import archives
-from neuroflow.errors import NeuroflowError
-from neuroflow.families import metric_for
-from neuroflow.tracking.uris import RUN_ID, check_data_value
-from neuroflow.training.config import DEVICES, OPTIMIZERS, TrainConfig
-
-POSITIVE = click.IntRange(min=1)
-NON_NEGATIVE = click.IntRange(min=0)
-FRACTION = click.FloatRange(0, 1, min_open=True, max_open=True)  # strictly between 0 and 1
-DROPOUT = click.FloatRange(0, 1, max_open=True)
+from neuroflow.errors import ConfigError, NeuroflowError
 
 
-def int_list(ctx, param, value: str) -> tuple[int, ...]:
-    """'100,50' -> (100, 50): layer sizes, all positive."""
+def command(*configs):
+    """A click command for the step function it decorates. Each of `configs` is a config class,
+    or an instance whose values are the defaults (e.g. TRAINING["rnn"]); the function gets one
+    built config per entry, in order, each checked."""
+
+    def decorate(function):
+        def callback(**values):
+            return function(*(build(config, values) for config in configs))
+
+        callback.__doc__ = function.__doc__
+        names = [field.name for config in configs for field, _ in options_of(config)]
+        if len(names) != len(set(names)):
+            raise TypeError(f"{function.__name__}: two configs share an option: {names}")
+        for config in reversed(configs):  # as decorators stack: the last applied comes first
+            for field, declared in reversed(options_of(config)):
+                default = getattr(config, field.name)
+                callback = click.option(
+                    flag(field.name),
+                    field.name,
+                    type=declared.param_type(kind(field)),
+                    # as the MLproject writes it: booleans and lists as strings
+                    default=text(default) if isinstance(default, bool | tuple) else default,
+                    show_default=True,
+                    help=declared.help or None,
+                )(callback)
+        step = click.command(function.__name__)(callback)
+        return step
+
+    return decorate
+
+
+def options_of(config) -> list:
+    return [(field, declared) for field, declared in settings(config) if declared.option]
+
+
+def build(config, values: dict):
+    """The config `config` names (a class, or an instance to start from) with its options'
+    values. A rule across fields that fails is reported against those options."""
+    chosen = {field.name: values[field.name] for field, _ in options_of(config)}
     try:
-        sizes = tuple(int(part) for part in value.split(","))
-    except ValueError:
-        sizes = ()
-    if not sizes or min(sizes) < 1:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of positive integers")
-    return sizes
+        if isinstance(config, type):
+            return config(**chosen)
+        return dataclasses.replace(config, **chosen)
+    except ConfigError as error:
+        hint = " / ".join(f"'{flag(name)}'" for name in error.fields)
+        raise click.BadParameter(error.problem, param_hint=hint) from None
 
 
-def joined(values: tuple) -> str:
-    return ",".join(map(str, values))
-
-
-def check_data(ctx, param, value: str) -> str:
-    try:
-        return check_data_value(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
-
-
-def check_run_id(value: str, option: str) -> str:
-    if not RUN_ID.match(value):
-        raise click.BadParameter(f"{value!r} is not a 32-character run id", param_hint=option)
-    return value
-
-
-def check_optional_run_id(ctx, param, value: str) -> str:
-    return value and check_run_id(value, f"'--{param.name.replace('_', '-')}'")
+def flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
 
 
 def check_data_dir(dataset: str, data_dir: str) -> None:
@@ -68,81 +84,6 @@ def check_data_dir(dataset: str, data_dir: str) -> None:
             f"IDX files or an archive of them ({', '.join(archives.SUFFIXES)})",
             param_hint="'--data-dir'",
         )
-
-
-def check_metric(family: str, metric: str) -> None:
-    try:
-        metric_for(family, metric)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="'--metric'") from None
-
-
-_TRAIN_TYPES = {
-    "epochs": POSITIVE,
-    "batch_size": POSITIVE,
-    "lr": click.FloatRange(min=0, min_open=True),
-    "optimizer": click.Choice(OPTIMIZERS),
-    "weight_decay": click.FloatRange(min=0),
-    "seed": NON_NEGATIVE,
-    "patience": NON_NEGATIVE,
-    "grad_clip": click.FloatRange(min=0),
-    "device": click.Choice(DEVICES),
-    "max_batches": NON_NEGATIVE,
-    "nproc": click.IntRange(1, 64),
-}
-_TRAIN_HELP = {
-    "lr": "peak learning rate of the one-cycle schedule",
-    "patience": "epochs without a lower val_loss before stopping; 0 never stops early",
-    "device": "auto picks CUDA when present",
-    "max_batches": "train batches per epoch; 0 = all",
-    "grad_clip": "clip the gradient norm to this; 0 = no clipping",
-    "nproc": "processes, one per device; more than 1 trains data-parallel under torchrun",
-}
-
-
-def resume_options(command):
-    """--resume-from and --resume: go on from a FAILED or KILLED run's last checkpoint."""
-    command = click.option(
-        "--resume",
-        type=click.BOOL,
-        default="false",
-        show_default=True,
-        help="go on from the newest FAILED or KILLED run with the same parameters, if any",
-    )(command)
-    return click.option(
-        "--resume-from",
-        default="",
-        callback=check_optional_run_id,
-        help="run id of a FAILED or KILLED run to go on from, at its last checkpoint",
-    )(command)
-
-
-def training_options(**defaults):
-    """--data, --resume-from and --resume, and every TrainConfig field as an option. Defaults
-    come from TrainConfig, except those a family overrides, e.g. training_options(grad_clip=1)."""
-    unknown = set(defaults) - {field.name for field in fields(TrainConfig)}
-    if unknown:
-        raise TypeError(f"not TrainConfig fields: {sorted(unknown)}")
-
-    def decorate(command):
-        for field in reversed(fields(TrainConfig)):
-            command = click.option(
-                f"--{field.name.replace('_', '-')}",
-                type=_TRAIN_TYPES[field.name],
-                default=defaults.get(field.name, field.default),
-                show_default=True,
-                help=_TRAIN_HELP.get(field.name),
-            )(command)
-        command = resume_options(command)
-        return click.option(
-            "--data",
-            default="latest",
-            show_default=True,
-            callback=check_data,
-            help="preprocess run id, runs:/<run id>/prepared, or latest",
-        )(command)
-
-    return decorate
 
 
 def launch(nproc: int, device: str) -> None:

@@ -19,3 +19,12 @@ class RunLookupError(NeuroflowError):
 
 class TrainingError(NeuroflowError):
     """Training that cannot go on, such as a loss that became NaN."""
+
+
+class ConfigError(NeuroflowError, ValueError):
+    """A setting out of its range, or settings that do not fit together. Names the config,
+    the fields and what was expected; neuroflow.cli reports it against the options."""
+
+    def __init__(self, config: str, fields: tuple[str, ...], problem: str):
+        self.config, self.fields, self.problem = config, fields, problem
+        super().__init__(f"{config}.{' / '.join(fields)}: {problem}")

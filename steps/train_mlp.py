@@ -5,34 +5,20 @@ per-epoch metrics train_loss, val_loss and val_accuracy, test_accuracy and test_
 plots/loss_curve.png and plots/confusion_matrix.png.
 """
 
-import click
+from dataclasses import asdict
 
 from neuroflow import cli
-from neuroflow.models.configs import MLPConfig
-from neuroflow.training.config import TrainConfig
-
-DEFAULTS = MLPConfig()
+from neuroflow.settings import TRAINING, Inputs, MLPConfig, TrainConfig
 
 
-@click.command()
-@cli.training_options()
-@click.option(
-    "--hidden",
-    default=cli.joined(DEFAULTS.hidden),
-    show_default=True,
-    callback=cli.int_list,
-    help="hidden layer sizes",
-)
-@click.option("--dropout", type=cli.DROPOUT, default=DEFAULTS.dropout, show_default=True)
-def train_mlp(data, hidden, dropout, resume_from, resume, **training):
+@cli.command(Inputs, TRAINING["mlp"], MLPConfig)
+def train_mlp(inputs: Inputs, training: TrainConfig, model: MLPConfig):
     """Train the MLP and log it as `model`."""
-    config = TrainConfig(**training)
-    cli.launch(config.nproc, config.device)
-    from neuroflow.jobs.train import train_classifier
+    cli.launch(training.nproc, training.device)
+    from neuroflow.jobs.train_classifier import train_classifier
 
-    model = MLPConfig(hidden=hidden, dropout=dropout)
     with cli.step_run():
-        train_classifier("mlp", model, config, data, resume_from=resume_from, resume=resume)
+        train_classifier("mlp", model, training, **asdict(inputs))
 
 
 if __name__ == "__main__":

@@ -6,39 +6,20 @@ other classifiers: the logged model `model` (pyfunc: raw (B, H, W) pixels in, (B
 out), per-epoch train_loss, val_loss and val_accuracy, test_accuracy and test_loss, and plots/.
 """
 
-import click
+from dataclasses import asdict
 
 from neuroflow import cli
-from neuroflow.models.configs import RNN_CELLS, RNNConfig
-from neuroflow.training.config import TrainConfig
-
-DEFAULTS = RNNConfig()
+from neuroflow.settings import TRAINING, Inputs, RNNConfig, TrainConfig
 
 
-@click.command()
-@cli.training_options(grad_clip=1.0, batch_size=64)  # smaller batches: more steps on small data
-@click.option("--cell", type=click.Choice(RNN_CELLS), default=DEFAULTS.cell, show_default=True)
-@click.option("--hidden-size", type=cli.POSITIVE, default=DEFAULTS.hidden_size, show_default=True)
-@click.option("--num-layers", type=cli.POSITIVE, default=DEFAULTS.num_layers, show_default=True)
-@click.option(
-    "--bidirectional",
-    type=click.BOOL,
-    default=str(DEFAULTS.bidirectional).lower(),
-    show_default=True,
-    help="also read the rows bottom to top",
-)
-@click.option("--dropout", type=cli.DROPOUT, default=DEFAULTS.dropout, show_default=True)
-def train_rnn(
-    data, cell, hidden_size, num_layers, bidirectional, dropout, resume_from, resume, **training
-):
+@cli.command(Inputs, TRAINING["rnn"], RNNConfig)
+def train_rnn(inputs: Inputs, training: TrainConfig, model: RNNConfig):
     """Train the RNN and log it as `model`."""
-    config = TrainConfig(**training)
-    cli.launch(config.nproc, config.device)
-    from neuroflow.jobs.train import train_classifier
+    cli.launch(training.nproc, training.device)
+    from neuroflow.jobs.train_classifier import train_classifier
 
-    model = RNNConfig(cell, hidden_size, num_layers, bidirectional, dropout)
     with cli.step_run():
-        train_classifier("rnn", model, config, data, resume_from=resume_from, resume=resume)
+        train_classifier("rnn", model, training, **asdict(inputs))
 
 
 if __name__ == "__main__":

@@ -55,8 +55,8 @@ def prepared_store(tmp_path_factory) -> SimpleNamespace:
     (300 to train and validate on, 100 to test). `prepared` gives each test a copy."""
     import mlflow
 
-    from neuroflow.data.prepared import PrepareConfig
     from neuroflow.jobs.preprocess import preprocess
+    from neuroflow.settings import PrepareConfig
 
     root = tmp_path_factory.mktemp("prepared")
     folder = root / "store"

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from helpers import Store
-from neuroflow.data.prepared import PrepareConfig, prepare
+from neuroflow.data.prepared import prepare
 from neuroflow.data.sources import load_source
 from neuroflow.errors import DataError
+from neuroflow.settings import PrepareConfig
 
 # --- archives ------------------------------------------------------------------------------
 

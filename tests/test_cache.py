@@ -6,7 +6,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from neuroflow.pipeline.cache import defaults, full_params, lookup, normalise
+from neuroflow.tracking.cache import defaults, full_params, lookup, normalise
 
 COMMIT = "a" * 40
 DATA = "d" * 32
@@ -42,7 +42,7 @@ def finished_run(params: dict, commit: str = COMMIT, dirty: str = "false", statu
 
 
 def find(params: dict, commit: str = COMMIT, still_valid=None):
-    run = lookup(MlflowClient(), "0", "train_cnn", params, commit, still_valid)
+    run = lookup("0", "train_cnn", params, commit, still_valid)
     return run.info.run_id if run else None
 
 

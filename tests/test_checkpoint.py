@@ -12,13 +12,13 @@ import torch
 
 from helpers import synthetic_digits
 from neuroflow.errors import DataError
-from neuroflow.models.configs import CNNConfig, DCGANConfig
+from neuroflow.models.build import build_classifier
 from neuroflow.models.dcgan import Discriminator, Generator
-from neuroflow.models.families import build_classifier
+from neuroflow.settings import CNNConfig, DCGANConfig, GANTrainConfig, TrainConfig
 from neuroflow.training import checkpoint
 from neuroflow.training.checkpoint import Checkpoints
 from neuroflow.training.classifier import fit, to_device
-from neuroflow.training.config import GANTrainConfig, TrainConfig, seed_everything
+from neuroflow.training.device import seed_everything
 from neuroflow.training.gan import fit_gan
 
 CONFIG = TrainConfig(epochs=4, batch_size=32, device="cpu", patience=0)
@@ -175,7 +175,7 @@ def test_a_failed_upload_does_not_hide_the_training_error(tracking, monkeypatch,
     import mlflow
 
     from neuroflow.errors import TrainingError
-    from neuroflow.tracking.resume import Uploader
+    from neuroflow.tracking.checkpoints import Uploader
 
     def refuse(self, path):
         raise OSError("disk full")

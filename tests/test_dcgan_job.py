@@ -12,13 +12,11 @@ from mlflow import MlflowClient
 
 from helpers import copy_of, synthetic_digits
 from neuroflow.data.idx import write_idx
-from neuroflow.data.prepared import PrepareConfig
 from neuroflow.errors import NeuroflowError, RunLookupError
-from neuroflow.jobs.dcgan import train_dcgan
 from neuroflow.jobs.preprocess import preprocess
-from neuroflow.jobs.train import train_classifier
-from neuroflow.models.configs import CNNConfig, DCGANConfig
-from neuroflow.training.config import GANTrainConfig, TrainConfig
+from neuroflow.jobs.train_classifier import train_classifier
+from neuroflow.jobs.train_dcgan import train_dcgan
+from neuroflow.settings import CNNConfig, DCGANConfig, GANTrainConfig, PrepareConfig, TrainConfig
 
 SMALL = DCGANConfig(latent_dim=8, width=4)
 FAST = GANTrainConfig(epochs=2, batch_size=32, max_batches=2, device="cpu")

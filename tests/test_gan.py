@@ -9,7 +9,6 @@ import torch
 
 from helpers import synthetic_digits
 from neuroflow.errors import TrainingError
-from neuroflow.models.configs import DCGANConfig
 from neuroflow.models.dcgan import (
     Discriminator,
     Generator,
@@ -17,8 +16,8 @@ from neuroflow.models.dcgan import (
     check_image_shape,
     init_weights,
 )
+from neuroflow.settings import DCGANConfig, GANTrainConfig
 from neuroflow.training import gan
-from neuroflow.training.config import GANTrainConfig
 
 SMALL = DCGANConfig(latent_dim=8, width=4)
 IMAGES = torch.from_numpy(synthetic_digits(64)[0])

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from neuroflow.data.prepared import PrepareConfig, load_prepared
+from neuroflow.data.prepared import load_prepared
 from neuroflow.errors import RunLookupError
 from neuroflow.jobs.preprocess import preprocess
-from neuroflow.jobs.train import train_classifier
-from neuroflow.models.configs import CNNConfig, MLPConfig, RNNConfig
-from neuroflow.training.config import TrainConfig
+from neuroflow.jobs.train_classifier import train_classifier
+from neuroflow.settings import CNNConfig, MLPConfig, PrepareConfig, RNNConfig, TrainConfig
 
 FAST = TrainConfig(epochs=2, batch_size=64, max_batches=3, device="cpu")
 SMALL_CNN = CNNConfig(channels=(8, 16), hidden=32)

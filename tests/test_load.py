@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from mlflow import MlflowClient
 
 from helpers import MlflowRun, mlflow_run
-from neuroflow.tracking.locks import SUFFIX
+from neuroflow.tracking.registry import SUFFIX
 
 EPOCHS = 3
 PER_EPOCH = ("train_loss", "val_loss", "val_accuracy")
@@ -225,7 +225,7 @@ def test_the_registry_lock_holds_under_contention(tracking, monkeypatch):
     """Threads take the lock on one model in turn, as fast as they can: never two inside, no
     holder's lock broken as stale, no one failing on a lock released while it looked at it,
     and no lock left behind."""
-    from neuroflow.tracking import locks
+    from neuroflow.tracking import registry as locks
 
     monkeypatch.setattr(locks, "POLL_S", 0.001)
     workers, rounds = 4, 15
@@ -253,7 +253,7 @@ def test_the_registry_lock_holds_under_contention(tracking, monkeypatch):
 
 
 def test_a_stale_lock_is_broken_and_a_broken_holder_leaves_its_successor_alone(tracking):
-    from neuroflow.tracking import locks
+    from neuroflow.tracking import registry as locks
 
     client, lock = MlflowClient(), f"shared{SUFFIX}"
     long_ago = f"{time.time() - locks.STALE_S - 1:.3f}"

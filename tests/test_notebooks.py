@@ -11,8 +11,8 @@ import pytest
 from nbclient import NotebookClient
 
 from helpers import ROOT
-from neuroflow.data.prepared import PrepareConfig
 from neuroflow.jobs.preprocess import preprocess
+from neuroflow.settings import PrepareConfig
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from helpers import synthetic_digits
-from neuroflow.data.prepared import SPLITS, PrepareConfig, load_prepared, prepare
+from neuroflow.data.prepared import SPLITS, load_prepared, prepare
 from neuroflow.data.sources import DIGIT_CLASSES, Part, Source, load_source
 from neuroflow.errors import DataError
+from neuroflow.settings import PrepareConfig
 
 FILES = {f"{s}-{kind}.npy" for s in SPLITS for kind in ("images", "labels")} | {"metadata.json"}
 
@@ -27,7 +28,7 @@ def _source(count: int = 200, official_test: int = 0) -> Source:
 
 
 def _config(**overrides) -> PrepareConfig:
-    return PrepareConfig(**{"dataset": "synthetic", "image_size": 8, **overrides})
+    return PrepareConfig(**{"image_size": 8, **overrides})
 
 
 def test_writes_files_and_metadata(tmp_path: Path):
@@ -136,7 +137,9 @@ def test_load_prepared_without_a_split_file(tmp_path: Path):
 
 
 def test_real_mnist_t10k_counts(mnist_t10k: Path, tmp_path: Path):
-    config = PrepareConfig("idx", str(mnist_t10k), val_fraction=0.1, test_fraction=0.2)
+    config = PrepareConfig(
+        dataset="idx", data_dir=str(mnist_t10k), val_fraction=0.1, test_fraction=0.2
+    )
     meta = prepare(load_source("idx", str(mnist_t10k)), tmp_path, config)
     assert [meta["splits"][s]["count"] for s in SPLITS] == [7000, 1000, 2000]
     assert meta["image_shape"] == [28, 28]

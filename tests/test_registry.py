@@ -14,10 +14,9 @@ from neuroflow.errors import RunLookupError
 from neuroflow.families import ACCURACY, FID
 from neuroflow.jobs.promote import promote
 from neuroflow.jobs.register import register
-from neuroflow.jobs.train import train_classifier
-from neuroflow.models.configs import CNNConfig
+from neuroflow.jobs.train_classifier import train_classifier
+from neuroflow.settings import CNNConfig, TrainConfig
 from neuroflow.tracking.registry import decide
-from neuroflow.training.config import TrainConfig
 
 SMALL = CNNConfig(channels=(4, 8), hidden=16)
 GOOD = TrainConfig(epochs=4, device="cpu")

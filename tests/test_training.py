@@ -11,11 +11,11 @@ import torch.nn.functional as F
 
 from helpers import synthetic_digits
 from neuroflow.errors import NeuroflowError, TrainingError
-from neuroflow.models.configs import CNNConfig, MLPConfig
-from neuroflow.models.families import build_classifier
+from neuroflow.models.build import build_classifier
+from neuroflow.settings import CNNConfig, MLPConfig, TrainConfig
 from neuroflow.training import classifier as loop
 from neuroflow.training.classifier import Evaluation, evaluate, fit, make_optimizer, to_device
-from neuroflow.training.config import TrainConfig, resolve_device, seed_everything
+from neuroflow.training.device import resolve_device, seed_everything
 
 MEAN, STD = 0.1307, 0.3081
 CLASSES = list(range(10))
@@ -266,7 +266,8 @@ def test_make_optimizer_builds_each_named_optimizer(name, cls):
 
 
 def test_make_optimizer_refuses_an_unknown_name():
-    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+    # by the config, before any optimizer is built
+    with pytest.raises(ValueError, match="TrainConfig.optimizer: 'rmsprop' is not one of 'adamw'"):
         make_optimizer(seeded_classifier("mlp"), TrainConfig(optimizer="rmsprop"))
 
 

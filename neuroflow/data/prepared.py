@@ -21,21 +21,12 @@ import numpy as np
 from neuroflow.data.sources import Part, Source
 from neuroflow.data.splits import stratified_split
 from neuroflow.errors import DataError
+from neuroflow.settings import PrepareConfig
 
 SPLITS = ("train", "val", "test")
 FORMAT = 1
 METADATA = "metadata.json"
 _CHUNK = 4096  # images gathered, resized and written at a time
-
-
-@dataclass(frozen=True)
-class PrepareConfig:
-    dataset: str = "digits"  # bundled with scikit-learn, so the default works offline
-    data_dir: str = "~/.cache/neuroflow/datasets"  # torchvision downloads, or the IDX folder
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2  # used only when the source has no official test split
-    seed: int = 0
-    image_size: int = 28  # MNIST's size; digits (8x8) are resized up to it
 
 
 @dataclass

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
 
-from neuroflow.data.prepared import PrepareConfig, load_prepared, prepare
+from neuroflow.data.prepared import load_prepared, prepare
 from neuroflow.data.sources import load_source
+from neuroflow.settings import PrepareConfig
 from neuroflow.tracking.lineage import log_splits, provenance_tags
-from neuroflow.tracking.runs import PREPARED, STEP_TAG, DataRef, log_params_once
+from neuroflow.tracking.runs import PREPARED, STEP_TAG, DataRef, log_params_once, params_of
 
 
 def preprocess(config: PrepareConfig) -> DataRef:
@@ -19,7 +19,7 @@ def preprocess(config: PrepareConfig) -> DataRef:
     as inputs, and return where the next step finds it."""
     run_id = mlflow.active_run().info.run_id
     mlflow.set_tags({STEP_TAG: "preprocess", "dataset": config.dataset, **provenance_tags()})
-    log_params_once(asdict(config))
+    log_params_once(params_of(config))
     source = load_source(config.dataset, config.data_dir)
     uri = f"runs:/{run_id}/{PREPARED}"
     with tempfile.TemporaryDirectory() as tmp:

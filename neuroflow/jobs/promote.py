@@ -10,13 +10,12 @@ from pathlib import Path
 import mlflow
 import torch
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from neuroflow.data.prepared import Prepared, load_prepared
 from neuroflow.errors import RunLookupError
 from neuroflow.families import FID
 from neuroflow.tracking.lineage import provenance_tags
-from neuroflow.tracking.locks import registry_lock
+from neuroflow.tracking.models import load_model
 from neuroflow.tracking.registry import (
     CHAMPION,
     Decision,
@@ -25,14 +24,16 @@ from neuroflow.tracking.registry import (
     family_metric,
     full_model_name,
     is_unity_catalog,
+    registry_lock,
     resolve_version,
     transition_stage,
 )
 from neuroflow.tracking.runs import STEP_TAG, download, log_params_once
 from neuroflow.training.classifier import evaluate, to_device
-from neuroflow.training.config import resolve_device
+from neuroflow.training.device import resolve_device
 
 LATENT_SEED = 0  # every generator is scored on latents from this seed
+EXPECTED = "a model logged by this project's training"  # for one that cannot be loaded
 
 
 @dataclass(frozen=True)
@@ -151,18 +152,19 @@ class Scorer:
         if metric is FID:
             from neuroflow.training.sample_quality import judge
 
-            self.evaluator = _load(candidate.tags.get("evaluator_uri", "")).to(self.device)
+            evaluator = candidate.tags.get("evaluator_uri", "")
+            self.evaluator = load_model(evaluator, "evaluator", EXPECTED).to(self.device)
             self.real = judge(self.evaluator, self.test[0])
 
     def __call__(self, version) -> float:
-        model = _load(f"models:/{version.name}/{version.version}").to(self.device)
+        uri = f"models:/{version.name}/{version.version}"
+        model = load_model(uri, "version", EXPECTED).to(self.device)
         if self.metric is FID:
-            from neuroflow.jobs.dcgan import EVAL_SAMPLES, sample
-            from neuroflow.training.sample_quality import score
+            from neuroflow.training.sample_quality import SAMPLES, sample, score
 
             latent_dim = model.config["latent_dim"]
             latents = torch.randn(
-                EVAL_SAMPLES, latent_dim, generator=torch.Generator().manual_seed(LATENT_SEED)
+                SAMPLES, latent_dim, generator=torch.Generator().manual_seed(LATENT_SEED)
             )
             return score(sample(model, latents.to(self.device)), self.evaluator, self.real)["fid"]
         if tuple(model.standardize.image_shape) != self.data.image_shape:
@@ -172,15 +174,6 @@ class Scorer:
                 f"the test split has {self.data.image_shape}"
             )
         return evaluate(model, *self.test).accuracy
-
-
-def _load(uri: str):
-    try:
-        return mlflow.pytorch.load_model(uri, map_location="cpu")
-    except (MlflowException, OSError) as error:
-        raise RunLookupError(
-            f"cannot load {uri or 'an empty model URI'}: {str(error).splitlines()[0]}"
-        ) from None
 
 
 def _apply(client: MlflowClient, version, outcome: Outcome, stage: str) -> None:

@@ -8,7 +8,6 @@ from mlflow import MlflowClient
 from neuroflow.errors import RunLookupError
 from neuroflow.families import metric_for
 from neuroflow.tracking.lineage import provenance_tags
-from neuroflow.tracking.locks import registry_lock
 from neuroflow.tracking.registry import (
     CHALLENGER,
     best_run,
@@ -16,6 +15,7 @@ from neuroflow.tracking.registry import (
     existing_version,
     full_model_name,
     is_unity_catalog,
+    registry_lock,
     training_run,
 )
 from neuroflow.tracking.runs import FAMILY_TAG, STEP_TAG, get_run, log_params_once

@@ -1,1 +1,2 @@
-"""Model families: bare nn.Modules built from the config dataclasses in configs.py."""
+"""Model families: bare nn.Modules built from their configs in neuroflow.settings, and
+build.py, which builds a family's network by name."""

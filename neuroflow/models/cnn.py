@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neuroflow.models.configs import CNNConfig
+from neuroflow.settings import CNNConfig
 
 FIRST_KERNEL, KERNEL = 5, 3
 

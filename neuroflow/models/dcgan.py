@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neuroflow.models.configs import UPSAMPLES, DCGANConfig
+from neuroflow.settings import DCGANConfig
 
 
 def check_image_shape(image_shape: tuple[int, int]) -> None:
@@ -21,12 +21,10 @@ def check_image_shape(image_shape: tuple[int, int]) -> None:
 def _upsample(in_channels: int, out_channels: int, mode: str) -> nn.Module:
     if mode == "transposed":
         return nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False)
-    if mode == "nearest":
-        return nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        )
-    raise ValueError(f"unknown upsample {mode!r}; expected one of {', '.join(UPSAMPLES)}")
+    return nn.Sequential(  # nearest, the one mode left that DCGANConfig accepts
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+    )
 
 
 class Generator(nn.Module):

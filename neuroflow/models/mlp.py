@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from neuroflow.models.configs import MLPConfig
+from neuroflow.settings import MLPConfig
 
 
 class MLP(nn.Module):

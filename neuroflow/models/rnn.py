@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neuroflow.models.configs import RNNConfig
+from neuroflow.settings import RNNConfig
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -13,9 +13,7 @@ CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 class RNN(nn.Module):
     def __init__(self, config: RNNConfig, image_shape: tuple[int, int], num_classes: int):
         super().__init__()
-        if config.cell not in CELLS:
-            raise ValueError(f"unknown cell {config.cell!r}; expected one of {', '.join(CELLS)}")
-        self.rnn = CELLS[config.cell](
+        self.rnn = CELLS[config.cell](  # RNNConfig has checked the name
             input_size=image_shape[1],  # one row of pixels per step
             hidden_size=config.hidden_size,
             num_layers=config.num_layers,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from neuroflow.config import text
 from neuroflow.errors import RunLookupError
 from neuroflow.tracking.secrets import scrub
 from neuroflow.tracking.uris import RUNS_URI
@@ -60,15 +61,43 @@ def get_run(run_id: str, expected: str = "a run of this tracking store"):
         raise
 
 
-def latest_run(step: str, experiment_id: str):
-    runs = mlflow.search_runs(
+NEWEST_FIRST = "attributes.start_time DESC"
+
+
+def find_runs(
+    experiment_id: str,
+    where: str,
+    order_by: tuple[str, ...] = (NEWEST_FIRST,),
+    max_results: int = 200,
+):
+    """The experiment's runs matching the filter `where` (MLflow's search syntax), newest first
+    unless `order_by` says otherwise. Every run lookup of the steps is one of these."""
+    return mlflow.search_runs(
         experiment_ids=[experiment_id],
-        filter_string=f"tags.{STEP_TAG} = '{step}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+        filter_string=where,
+        order_by=list(order_by),
+        max_results=max_results,
         output_format="list",
     )
+
+
+def latest_run(step: str, experiment_id: str):
+    """The newest FINISHED run of `step`, or None."""
+    where = f"tags.{STEP_TAG} = '{step}' and attributes.status = 'FINISHED'"
+    runs = find_runs(experiment_id, where, max_results=1)
     return runs[0] if runs else None
+
+
+def params_of(*configs, **extra) -> dict[str, str]:
+    """The fields of config dataclasses, and `extra`, as params: text as the command line
+    writes it ('100,50', 'false')."""
+    values = {key: value for config in configs for key, value in asdict(config).items()}
+    return {key: text(value) for key, value in {**values, **extra}.items()}
+
+
+def experiment_id() -> str:
+    """The active run's experiment."""
+    return mlflow.active_run().info.experiment_id
 
 
 def log_params_once(params: dict) -> None:

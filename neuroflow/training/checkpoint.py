@@ -90,8 +90,45 @@ def load(path: Path, source: str) -> dict:
 
 @dataclass
 class Checkpoints:
-    """What fit() is given: a state to start from (None: from scratch), and where to send the
+    """What a loop is given: a state to start from (None: from scratch), and where to send the
     state after each epoch (None: nowhere)."""
 
     start: dict | None = None
     save: Callable[[dict], None] | None = None
+
+
+class Snapshot:
+    """The resume and snapshot scaffold both loops share. `parts` are what the state dicts
+    come from (networks, optimisers, a schedule), named as KEYS[trainer] names them, and
+    `shuffle` draws each epoch's order."""
+
+    def __init__(
+        self,
+        trainer: str,
+        parts: dict,
+        shuffle: torch.Generator,
+        checkpoints: Checkpoints | None,
+        main: bool = True,
+    ):
+        self.trainer, self.parts, self.shuffle, self.main = trainer, parts, shuffle, main
+        self.checkpoints = checkpoints or Checkpoints()
+
+    def restore(self) -> tuple[list[dict[str, float]], int, dict]:
+        """Load the start state, if there is one, into the parts and the generators: (the
+        history so far, the epochs done, the whole state, for what else the loop saved)."""
+        state = self.checkpoints.start
+        if state is None:
+            return [], 0, {}
+        for key, part in self.parts.items():
+            part.load_state_dict(state[key])
+        restore_rng(state["rng"], self.shuffle)
+        return list(state["history"]), state["epoch"], state
+
+    def save(self, epoch: int, history: list[dict[str, float]], **extra) -> None:
+        """Hand the state after `epoch`, with what else the loop keeps (`extra`), to
+        checkpoints.save; on rank 0 only."""
+        if not (self.checkpoints.save and self.main):
+            return
+        parts = {key: part.state_dict() for key, part in self.parts.items()}
+        state = {"trainer": self.trainer, "epoch": epoch, **parts, "rng": rng_state(self.shuffle)}
+        self.checkpoints.save({**state, "history": history, **extra})

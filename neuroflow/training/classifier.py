@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from neuroflow.errors import TrainingError
-from neuroflow.training.checkpoint import Checkpoints, restore_rng, rng_state
-from neuroflow.training.config import TrainConfig
+from neuroflow.settings import TrainConfig
+from neuroflow.training.checkpoint import Checkpoints, Snapshot
 from neuroflow.training.distributed import Ranks
 
 EVAL_BATCH = 1024
@@ -58,9 +58,8 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
         return torch.optim.AdamW(params, lr=lr, weight_decay=decay)
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=decay)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=decay, momentum=0.9, nesterov=True)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+    # sgd, the one name left that TrainConfig accepts
+    return torch.optim.SGD(params, lr=lr, weight_decay=decay, momentum=0.9, nesterov=True)
 
 
 @torch.inference_mode()
@@ -117,16 +116,11 @@ def fit(
         optimizer, max_lr=config.lr, total_steps=total, pct_start=warmup_share(total)
     )
     generator = torch.Generator().manual_seed(config.seed)  # the shuffling order, seeded apart
-    history: list[dict[str, float]] = []
-    best_loss, best_state, best_epoch, stale, done = math.inf, None, 0, 0, 0
-    checkpoints = checkpoints or Checkpoints()
-    if checkpoints.start is not None:
-        state = checkpoints.start
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        restore_rng(state["rng"], generator)
-        history, done = list(state["history"]), state["epoch"]
+    parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
+    snapshot = Snapshot("classifier", parts, generator, checkpoints, ranks.main)
+    history, done, state = snapshot.restore()
+    best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
+    if state:
         best = state["best"]
         best_loss, best_epoch, stale = best["loss"], best["epoch"], best["stale"]
         best_state = best["weights"]
@@ -176,20 +170,8 @@ def fit(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
-        if checkpoints.save and ranks.main:
-            best = {"loss": best_loss, "epoch": best_epoch, "stale": stale, "weights": best_state}
-            checkpoints.save(
-                {
-                    "trainer": "classifier",
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "rng": rng_state(generator),
-                    "history": history,
-                    "best": best,
-                }
-            )
+        best = {"loss": best_loss, "epoch": best_epoch, "stale": stale, "weights": best_state}
+        snapshot.save(epoch, history, best=best)
         if config.patience and stale >= config.patience:
             break
     progress.close()

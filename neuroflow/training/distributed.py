@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import torch
 
-from neuroflow.training.config import resolve_device
+from neuroflow.training.device import resolve_device
 
 T = TypeVar("T")
 

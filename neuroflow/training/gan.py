@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from neuroflow.errors import TrainingError
-from neuroflow.training.checkpoint import Checkpoints, restore_rng, rng_state
-from neuroflow.training.config import GANTrainConfig
+from neuroflow.settings import GANTrainConfig
+from neuroflow.training.checkpoint import Checkpoints, Snapshot
 from neuroflow.training.distributed import Ranks
 
 GP_WEIGHT = 10.0  # Gulrajani et al.'s lambda
@@ -86,15 +86,8 @@ def fit_gan(
     if config.max_batches:
         steps = min(steps, config.max_batches)
     shuffle = torch.Generator().manual_seed(config.seed)
-    history: list[dict[str, float]] = []
-    checkpoints = checkpoints or Checkpoints()
-    done = 0
-    if checkpoints.start is not None:
-        state = checkpoints.start
-        for key, part in parts.items():
-            part.load_state_dict(state[key])
-        restore_rng(state["rng"], shuffle)
-        history, done = list(state["history"]), state["epoch"]
+    snapshot = Snapshot("gan", parts, shuffle, checkpoints, ranks.main)
+    history, done, _ = snapshot.restore()
     show = None if ranks.main else True  # tqdm: None shows on a terminal, True hides
     progress = tqdm(
         total=config.epochs * steps, initial=done * steps, desc="dcgan", unit="batch", disable=show
@@ -137,16 +130,7 @@ def fit_gan(
         history.append(metrics)
         if on_epoch:
             on_epoch(metrics, epoch)
-        if checkpoints.save and ranks.main:
-            checkpoints.save(
-                {
-                    "trainer": "gan",
-                    "epoch": epoch,
-                    **{key: part.state_dict() for key, part in parts.items()},
-                    "rng": rng_state(shuffle),
-                    "history": history,
-                }
-            )
+        snapshot.save(epoch, history)
         progress.set_postfix(epoch=epoch, **{k: round(v, 3) for k, v in metrics.items()})
     progress.close()
     return history

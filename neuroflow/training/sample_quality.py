@@ -13,12 +13,24 @@ import numpy as np
 import torch
 
 COVERAGE_SHARE = 0.01  # a class counts as covered when it gets at least 1% of the samples
+SAMPLES = 1000  # generated images scored each time; FID depends on it, so it is fixed
 
 
 @dataclass
 class Judgement:
     features: np.ndarray  # (N, F) penultimate-layer activations
     probabilities: np.ndarray  # (N, C) softmax over classes
+
+
+@torch.inference_mode()
+def sample(generator, latents: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) float pixels in 0..255 from an ImageGenerator for (N, latent_dim) latent
+    vectors, in eval mode; the generator's mode is left as it was."""
+    was_training = generator.training
+    generator.eval()
+    images = torch.cat([generator(z) for z in latents.split(1000)])
+    generator.train(was_training)
+    return images
 
 
 @torch.inference_mode()

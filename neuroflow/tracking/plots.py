@@ -1,17 +1,9 @@
-"""Plots and models logged as artifacts of the active run."""
+"""Plots logged as artifacts of the active run: loss curves, a confusion matrix, sample grids."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow
 import numpy as np
-
-import neuroflow
-from neuroflow.envs import read_pins
-
-MODEL_NAME = "model"  # the name every trainer logs its model under
-SERVING_PACKAGES = ("torch", "numpy", "mlflow")  # what a served model needs besides our code
 
 
 def _figure(width: float, height: float):
@@ -55,39 +47,6 @@ def log_confusion_matrix(matrix: np.ndarray, classes: list[str], path="plots/con
     mlflow.log_figure(figure, path)
 
 
-def serving_requirements() -> list[str]:
-    _, pins = read_pins()
-    return [pin for pin in pins if pin.split("==")[0] in SERVING_PACKAGES]
-
-
-def log_classifier(model, examples: np.ndarray):
-    """Log an ImageClassifier: raw (B, H, W) float32 pixels in, (B,) int64 class ids out."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    height, width = examples.shape[1:]
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, height, width))]),
-        outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),
-    )
-    return _log_model(model.cpu().eval(), signature, examples.astype(np.float32))
-
-
-def _log_model(model, signature, example):
-    """mlflow.pytorch.log_model, pickled with our code packed beside it: loading gives back the
-    module itself (the DCGAN's evaluator needs the classifier's feature layer, which a pt2
-    graph does not expose), and it loads and serves with only torch, numpy and mlflow."""
-    return mlflow.pytorch.log_model(
-        model,
-        name=MODEL_NAME,
-        serialization_format="pickle",
-        signature=signature,
-        input_example=example,
-        code_paths=[str(Path(neuroflow.__file__).parent)],
-        pip_requirements=serving_requirements(),
-    )
-
-
 def log_grid(pixels, path: str, columns: int = 8) -> None:
     """Log (N, H, W) pixels in 0..255 as one PNG grid, a 2-pixel white gap between images."""
     from torchvision.utils import make_grid
@@ -111,17 +70,3 @@ def log_gan_curves(curves: list[dict[str, float]], path: str = "plots/gan_curves
     coverage.set(xlabel="epoch", title="class coverage, inception score", ylim=(0, 1.05))
     coverage.legend()
     mlflow.log_figure(figure, path)
-
-
-def log_generator(model, latent_dim: int):
-    """Log an ImageGenerator: (B, latent_dim) float32 latents in, (B, H, W) float32 pixels out."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    height, width = model.generator.start[1] * 4, model.generator.start[2] * 4
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, latent_dim))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, height, width))]),
-    )
-    example = np.random.default_rng(0).standard_normal((2, latent_dim)).astype(np.float32)
-    return _log_model(model, signature, example)

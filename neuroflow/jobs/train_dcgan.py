@@ -1,4 +1,5 @@
-"""train_dcgan: a DCGAN trained and judged by FID, inception score and class coverage."""
+"""The job of train_dcgan: a DCGAN trained and judged by FID, inception score and class
+coverage under a fixed classifier, the evaluator."""
 
 from __future__ import annotations
 
@@ -16,35 +17,33 @@ from mlflow.exceptions import MlflowException
 from neuroflow.data.prepared import Prepared, load_prepared
 from neuroflow.errors import NeuroflowError, RunLookupError, TrainingError
 from neuroflow.jobs.preprocess import preprocess_nested
-from neuroflow.jobs.train import Watch, experiment_id, param_string, train_classifier
+from neuroflow.jobs.train_classifier import Watch, train_classifier
+from neuroflow.models.build import build_gan
 from neuroflow.models.classifier import ImageClassifier
-from neuroflow.models.configs import CNNConfig, DCGANConfig
-from neuroflow.models.dcgan import (
-    Discriminator,
-    Generator,
-    ImageGenerator,
-    check_image_shape,
-    init_weights,
-)
-from neuroflow.tracking import artifacts
+from neuroflow.models.dcgan import ImageGenerator, check_image_shape
+from neuroflow.settings import CNNConfig, DCGANConfig, GANTrainConfig, TrainConfig
+from neuroflow.tracking import plots
+from neuroflow.tracking.checkpoints import Resume, Uploader, find_start
 from neuroflow.tracking.lineage import log_splits, provenance_tags
+from neuroflow.tracking.models import load_model, log_generator, unloadable
 from neuroflow.tracking.registry import CHAMPION, default_model_name
-from neuroflow.tracking.resume import Resume, Uploader, find_start
 from neuroflow.tracking.runs import (
     FAMILY_TAG,
     STEP_TAG,
     DataRef,
     download,
+    experiment_id,
     log_params_once,
+    params_of,
     resolve_data,
 )
 from neuroflow.training.checkpoint import Checkpoints
-from neuroflow.training.config import GANTrainConfig, TrainConfig, seed_everything
+from neuroflow.training.device import seed_everything
 from neuroflow.training.distributed import Ranks
 from neuroflow.training.gan import fit_gan
-from neuroflow.training.sample_quality import judge, score
+from neuroflow.training.sample_quality import SAMPLES, judge, sample, score
 
-EVAL_SAMPLES = 1000  # generated images scored per epoch; FID depends on it, so it is fixed
+EVALUATOR = ("evaluator", "the URI of a logged classifier")  # how an unloadable one is named
 GRID = 64  # images in each sample grid, from the same latent vectors every epoch
 EVALUATOR_EPOCHS = 5  # for the quick CNN trained when no registered one exists
 
@@ -64,14 +63,12 @@ def train_dcgan(
     MLflow and returns the URI, the others return None. `watch(generator, epoch)` is called on
     rank 0 after each epoch has been scored and logged. Every epoch logs checkpoints/last.pt,
     and `resume_from` (a run id) or `resume` (the newest FAILED or KILLED run with these
-    parameters) go on from one (see neuroflow.tracking.resume): the resumed run keeps the
+    parameters) go on from one (see neuroflow.tracking.checkpoints): the resumed run keeps the
     old run's data and evaluator, so its scores continue the same curves."""
     ranks = Ranks.setup(config.device)
     if ranks.main:
         mlflow.set_tags({STEP_TAG: "train_dcgan", FAMILY_TAG: "dcgan", **provenance_tags()})
-        options = {**asdict(model_config), **asdict(config), "nproc": ranks.size}
-        options.update(data=data, evaluator=evaluator)
-        params = {key: param_string(value) for key, value in options.items()}
+        params = params_of(model_config, config, nproc=ranks.size, data=data, evaluator=evaluator)
         log_params_once(params)
     start = ranks.from_main(lambda: find_start(Resume(resume_from, resume), "train_dcgan", params))
     if start:
@@ -85,11 +82,8 @@ def train_dcgan(
         raise NeuroflowError(f"data {ref.uri}: {error}") from None
 
     seed_everything(config.seed)
-    generator = Generator(model_config, prepared.image_shape).to(ranks.device)
-    norm = "batch" if config.loss == "bce" else "layer"
-    critic = Discriminator(model_config, prepared.image_shape, norm).to(ranks.device)
-    generator.apply(init_weights)
-    critic.apply(init_weights)
+    generator, critic = build_gan(model_config, prepared.image_shape, config.loss)
+    generator, critic = generator.to(ranks.device), critic.to(ranks.device)
     served = ImageGenerator(generator, asdict(model_config))
     train = torch.from_numpy(prepared.images["train"]).to(ranks.device)
     fit_args = (generator, critic, train, config, model_config.latent_dim)
@@ -108,13 +102,13 @@ def train_dcgan(
     real = judge(judge_model, torch.from_numpy(prepared.images["test"]).to(ranks.device))
     latents = torch.Generator().manual_seed(config.seed)
     grid_z = torch.randn(GRID, model_config.latent_dim, generator=latents).to(ranks.device)
-    eval_z = torch.randn(EVAL_SAMPLES, model_config.latent_dim, generator=latents).to(ranks.device)
+    eval_z = torch.randn(SAMPLES, model_config.latent_dim, generator=latents).to(ranks.device)
     curves: list[dict[str, float]] = list(start.curves) if start else []
 
     def on_epoch(losses: dict[str, float], epoch: int) -> None:
         scores = score(sample(served, eval_z), judge_model, real)
         mlflow.log_metrics({**losses, **scores}, step=epoch)
-        artifacts.log_grid(sample(served, grid_z), f"samples/epoch_{epoch:03d}.png")
+        plots.log_grid(sample(served, grid_z), f"samples/epoch_{epoch:03d}.png")
         curves.append({**losses, **scores})
         if watch:
             watch(served, epoch)
@@ -125,21 +119,11 @@ def train_dcgan(
     except TrainingError:  # the last good epoch's weights are in checkpoints/last.pt
         mlflow.set_tag("last_good_epoch", str(len(curves)))
         raise
-    artifacts.log_grid(sample(served, grid_z), "samples/final.png")
-    artifacts.log_gan_curves(curves)
-    info = artifacts.log_generator(served.cpu().eval(), model_config.latent_dim)
+    plots.log_grid(sample(served, grid_z), "samples/final.png")
+    plots.log_gan_curves(curves)
+    info = log_generator(served.cpu().eval(), model_config.latent_dim)
     mlflow.set_tag("model_uri", info.model_uri)
     return info.model_uri
-
-
-@torch.inference_mode()
-def sample(served: ImageGenerator, latents: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) float pixels in 0..255 for (N, latent_dim) latent vectors, in eval mode."""
-    was_training = served.training
-    served.eval()
-    images = torch.cat([served(z) for z in latents.split(1000)])
-    served.train(was_training)
-    return images
 
 
 def load_evaluator(value: str, prepared: Prepared, ref: DataRef, config: GANTrainConfig):
@@ -161,7 +145,7 @@ def load_evaluator(value: str, prepared: Prepared, ref: DataRef, config: GANTrai
 
 
 def _loaded(uri: str, prepared: Prepared) -> tuple[ImageClassifier, str]:
-    return _checked(_load(uri), uri, prepared), uri
+    return _checked(load_model(uri, *EVALUATOR), uri, prepared), uri
 
 
 def pinned(uri: str) -> str:
@@ -174,22 +158,8 @@ def pinned(uri: str) -> str:
     try:
         version = MlflowClient().get_model_version_by_alias(name, alias).version
     except MlflowException as error:
-        raise _unloadable(uri, error) from None
+        raise unloadable(uri, error, *EVALUATOR) from None
     return f"models:/{name}/{version}"
-
-
-def _load(uri: str):
-    try:
-        return mlflow.pytorch.load_model(uri, map_location="cpu")
-    except (MlflowException, OSError) as error:
-        raise _unloadable(uri, error) from None
-
-
-def _unloadable(uri: str, error: Exception) -> RunLookupError:
-    message = str(error).splitlines()[0]
-    return RunLookupError(
-        f"evaluator {uri} cannot be loaded: {message}; expected the URI of a logged classifier"
-    )
 
 
 def _checked(model, uri: str, prepared: Prepared) -> ImageClassifier:

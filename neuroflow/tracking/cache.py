@@ -11,9 +11,8 @@ from functools import cache
 from pathlib import Path
 
 import yaml
-from mlflow import MlflowClient
 
-from neuroflow.tracking.runs import STEP_TAG, normalise
+from neuroflow.tracking.runs import STEP_TAG, find_runs, normalise
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +29,6 @@ def full_params(entry_point: str, params: dict) -> dict[str, str]:
 
 
 def lookup(
-    client: MlflowClient,
     experiment_id: str,
     entry_point: str,
     params: dict,
@@ -40,16 +38,11 @@ def lookup(
     """The newest reusable run of `entry_point`, or None. `still_valid(run)` may veto a run
     whose result no longer stands (e.g. a promotion the registry has moved on from)."""
     wanted = full_params(entry_point, params)
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=(
-            f"tags.{STEP_TAG} = '{entry_point}' and tags.git_commit = '{commit}' "
-            "and tags.git_dirty = 'false' and attributes.status = 'FINISHED'"
-        ),
-        order_by=["attributes.start_time DESC"],
-        max_results=200,
+    where = (
+        f"tags.{STEP_TAG} = '{entry_point}' and tags.git_commit = '{commit}' "
+        "and tags.git_dirty = 'false' and attributes.status = 'FINISHED'"
     )
-    for run in runs:
+    for run in find_runs(experiment_id, where):
         if not wanted.keys() <= run.data.params.keys():
             continue
         logged = {key: normalise(run.data.params[key]) for key in wanted}

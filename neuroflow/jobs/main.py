@@ -15,11 +15,11 @@ from mlflow.exceptions import ExecutionException, MlflowException
 
 from neuroflow.errors import NeuroflowError
 from neuroflow.families import CLASSIFIERS, PRIMARY_METRIC
-from neuroflow.pipeline import cache
-from neuroflow.pipeline.config import PipelineConfig
+from neuroflow.settings import PipelineConfig
+from neuroflow.tracking import cache
 from neuroflow.tracking.lineage import git_state, provenance_tags
 from neuroflow.tracking.registry import CHAMPION, alias_version
-from neuroflow.tracking.runs import STEP_TAG, log_params_once
+from neuroflow.tracking.runs import STEP_TAG, log_params_once, params_of
 
 
 @dataclass
@@ -50,9 +50,7 @@ class Pipeline:
         """The run of `entry_point` with `params`: reused from the cache, or run now."""
         params = {key: str(value) for key, value in params.items()}
         if self.cacheable:
-            run = cache.lookup(
-                self.client, self.experiment_id, entry_point, params, self.commit, still_valid
-            )
+            run = cache.lookup(self.experiment_id, entry_point, params, self.commit, still_valid)
             if run is not None:
                 print(f"{entry_point}: reusing run {run.info.run_id}")
                 self.reused.append(f"{entry_point}:{run.info.run_id}")
@@ -111,17 +109,7 @@ class Pipeline:
 def run_pipeline(config: PipelineConfig) -> list[Row]:
     """In the active run: run the whole pipeline and log summary.md. Returns its rows."""
     mlflow.set_tags({STEP_TAG: "main", **provenance_tags()})
-    log_params_once(
-        {
-            "dataset": config.dataset,
-            "data_dir": config.data_dir,
-            "models": ",".join(config.models),
-            "epochs": config.epochs,
-            "use_cache": str(config.use_cache).lower(),
-            "promote": str(config.promote).lower(),
-            "env_manager": config.env_manager,
-        }
-    )
+    log_params_once(params_of(config))
     pipeline = Pipeline(config)
     prepared = pipeline.step("preprocess", {"dataset": config.dataset, "data_dir": config.data_dir})
     data_run = prepared.info.run_id

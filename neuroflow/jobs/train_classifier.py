@@ -1,11 +1,10 @@
-"""train_mlp, train_cnn, train_rnn: one classifier trained, evaluated and logged."""
+"""The job of train_mlp, train_cnn and train_rnn: one classifier trained, evaluated and logged."""
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
@@ -14,26 +13,27 @@ import torch
 from neuroflow.data.prepared import load_prepared
 from neuroflow.errors import TrainingError
 from neuroflow.jobs.preprocess import preprocess_nested
-from neuroflow.models.families import build_classifier
-from neuroflow.tracking import artifacts
+from neuroflow.models.build import build_classifier
+from neuroflow.settings import TrainConfig
+from neuroflow.tracking import plots
+from neuroflow.tracking.checkpoints import Resume, Uploader, find_start
 from neuroflow.tracking.lineage import log_splits, provenance_tags
-from neuroflow.tracking.resume import Resume, Uploader, find_start
-from neuroflow.tracking.runs import FAMILY_TAG, STEP_TAG, download, log_params_once, resolve_data
+from neuroflow.tracking.models import log_classifier
+from neuroflow.tracking.runs import (
+    FAMILY_TAG,
+    STEP_TAG,
+    download,
+    experiment_id,
+    log_params_once,
+    params_of,
+    resolve_data,
+)
 from neuroflow.training.checkpoint import Checkpoints
 from neuroflow.training.classifier import evaluate, fit, to_device
-from neuroflow.training.config import TrainConfig, seed_everything
+from neuroflow.training.device import seed_everything
 from neuroflow.training.distributed import Ranks
 
 Watch = Callable[[torch.nn.Module, int], None]  # (model, epoch) -> None
-
-
-def param_string(value) -> str:
-    """How a param is logged: tuples as '100,50', like the option that set them."""
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-
-
-def experiment_id() -> str:
-    return mlflow.active_run().info.experiment_id
 
 
 def log_metrics(metrics: dict[str, float], epoch: int) -> None:
@@ -57,12 +57,11 @@ def train_classifier(
     epoch 0 once the model and data are ready, then after each epoch has been logged (the
     benchmarks time training with it). Every epoch logs checkpoints/last.pt; `resume_from` (a
     run id) or `resume` (the newest FAILED or KILLED run with these parameters) go on from one
-    (see neuroflow.tracking.resume)."""
+    (see neuroflow.tracking.checkpoints)."""
     ranks = ranks or Ranks.setup(config.device)
     if ranks.main:
         mlflow.set_tags({STEP_TAG: f"train_{family}", FAMILY_TAG: family, **provenance_tags()})
-        options = {**asdict(model_config), **asdict(config), "data": data, "nproc": ranks.size}
-        params = {key: param_string(value) for key, value in options.items()}
+        params = params_of(model_config, config, data=data, nproc=ranks.size)
         log_params_once(params)
     start = ranks.from_main(
         lambda: find_start(Resume(resume_from, resume), f"train_{family}", params)
@@ -121,11 +120,11 @@ def train_classifier(
     mlflow.log_metrics(
         {"test_accuracy": test.accuracy, "test_loss": test.loss, "best_epoch": result.best_epoch}
     )
-    artifacts.log_loss_curves(result.history)
-    matrix = artifacts.confusion_matrix(
+    plots.log_loss_curves(result.history)
+    matrix = plots.confusion_matrix(
         prepared.labels["test"], test.predictions, len(prepared.classes)
     )
-    artifacts.log_confusion_matrix(matrix, prepared.classes)
-    info = artifacts.log_classifier(model, prepared.images["test"][:4])
+    plots.log_confusion_matrix(matrix, prepared.classes)
+    info = log_classifier(model, prepared.images["test"][:4])
     mlflow.set_tag("model_uri", info.model_uri)
     return info.model_uri

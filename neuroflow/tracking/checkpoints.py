@@ -1,5 +1,6 @@
-"""Resuming a training run through MLflow: the checkpoint each epoch logs, and the run to go on
-from (named by resume_from, or found by resume=true).
+"""Checkpoints in MLflow: each epoch's, uploaded as checkpoints/last.pt of the active run, and
+the one to resume from (the run named by resume_from, or found by resume=true). What a
+checkpoint holds is neuroflow.training.checkpoint's.
 
 A resumed run is a new run. It starts from the old run's last checkpoint, trains on the old
 run's data, carries the old run's per-epoch metrics (those logged at step >= 1) up to that
@@ -20,7 +21,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, RunStatus
 
 from neuroflow.errors import RunLookupError
-from neuroflow.tracking.runs import STEP_TAG, download, get_run, normalise
+from neuroflow.tracking.runs import STEP_TAG, download, experiment_id, find_runs, get_run, normalise
 from neuroflow.training import checkpoint
 
 FOLDER, FILE = "checkpoints", "last.pt"
@@ -140,15 +141,7 @@ def resumable(run_id: str, step: str, wanted: dict[str, str]):
 
 
 def newest_resumable(step: str, wanted: dict[str, str]):
-    experiment_id = mlflow.active_run().info.experiment_id
-    runs = mlflow.search_runs(
-        experiment_ids=[experiment_id],
-        filter_string=f"tags.{STEP_TAG} = '{step}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=200,
-        output_format="list",
-    )
-    for run in runs:
+    for run in find_runs(experiment_id(), f"tags.{STEP_TAG} = '{step}'"):
         if run.info.status not in RESUMABLE:
             continue
         logged = {key: normalise(run.data.params.get(key, "<unset>")) for key in wanted}

@@ -1,0 +1,278 @@
+"""Every setting of every entry point, declared once: name, type, default, range or choices, help.
+
+Each entry point's options are the settings of the configs its step names, in this order:
+
+    preprocess    PrepareConfig
+    train_mlp     Inputs, TRAINING["mlp"] (a TrainConfig), MLPConfig
+    train_cnn     Inputs, TRAINING["cnn"], CNNConfig
+    train_rnn     Inputs, TRAINING["rnn"], RNNConfig
+    train_dcgan   GANInputs, GANTrainConfig, DCGANConfig
+    register      RegisterConfig
+    promote       PromoteConfig
+    main          PipelineConfig
+
+The MLproject declares the same parameters with the same defaults (tests/test_project.py holds
+them together). A config checks its own values (see neuroflow.config), so `TrainConfig(lr=-1)`
+fails as `--lr=-1` does. Nothing here imports torch or mlflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from neuroflow.config import Checked, Setting, setting
+from neuroflow.data.sources import DATASETS
+from neuroflow.families import FAMILIES, METRICS, metric_for
+from neuroflow.tracking.uris import RUN_ID, check_data_value
+
+config = dataclass(frozen=True, kw_only=True)  # how every config below is made
+
+
+def optional_run_id(value: str) -> str:
+    if value and not RUN_ID.match(value):
+        raise ValueError(f"{value!r} is not a 32-character run id")
+    return value
+
+
+# --- preprocess -----------------------------------------------------------------------------
+
+DATASET = Setting("digits", choices=DATASETS, help="digits is bundled with scikit-learn: offline")
+DATA_DIR = Setting(
+    "~/.cache/neuroflow/datasets",
+    help="for dataset=idx, a folder or a .zip, .tar, .tar.gz or .tgz archive of IDX files; "
+    "for the MNIST family, where it is downloaded to and read from",
+)
+FRACTION = Setting(low=0, high=1, low_open=True, high_open=True)  # strictly between 0 and 1
+
+
+@config
+class PrepareConfig(Checked):
+    dataset: str = DATASET.field()
+    data_dir: str = DATA_DIR.field()
+    val_fraction: float = FRACTION.field(
+        0.1, help="share of the training pool held out for validation and early stopping"
+    )
+    test_fraction: float = FRACTION.field(
+        0.2, help="share held out for testing, when the source has no official test split"
+    )
+    seed: int = setting(0, low=0, help="the split's seed")
+    image_size: int = setting(28, low=8, high=256, help="MNIST's size; digits (8x8) are resized")
+
+    def check(self) -> None:
+        held_out = self.val_fraction + self.test_fraction
+        if held_out >= 1:
+            self.refuse(
+                ("val_fraction", "test_fraction"),
+                f"val_fraction + test_fraction = {held_out:g}; expected less than 1 so the "
+                "train split keeps images",
+            )
+
+
+# --- what a training step reads, and where it starts ----------------------------------------
+
+
+@config
+class Inputs(Checked):
+    data: str = setting(
+        "latest",
+        check=check_data_value,
+        help="preprocess run id, runs:/<run id>/prepared, or latest",
+    )
+    resume_from: str = setting(
+        "",
+        check=optional_run_id,
+        help="run id of a FAILED or KILLED run to go on from, at its last checkpoint",
+    )
+    resume: bool = setting(
+        False, help="go on from the newest FAILED or KILLED run with the same parameters, if any"
+    )
+
+
+@config
+class GANInputs(Inputs):
+    evaluator: str = setting(
+        "",
+        help="model URI of the classifier that judges samples; empty: the dataset's registered "
+        "CNN champion, else a quick CNN trained now",
+    )
+
+
+# --- the training loops ---------------------------------------------------------------------
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+GAN_LOSSES = ("bce", "wgan-gp")
+
+
+@config
+class LoopConfig(Checked):
+    """What both training loops take, with the same defaults: the seed, where they run, and a
+    cap on batches for a smoke run."""
+
+    seed: int = setting(0, low=0, help="model initialisation, dropout and shuffling")
+    device: str = setting("auto", choices=DEVICES, help="auto picks CUDA when present")
+    max_batches: int = setting(
+        0, low=0, help="train batches per epoch; 0 = all (a small number makes a smoke run)"
+    )
+    nproc: int = setting(
+        1,
+        low=1,
+        high=64,
+        help="processes, one per device; more than 1 trains data-parallel under torchrun",
+    )
+
+
+@config
+class TrainConfig(LoopConfig):
+    """The classifier loop (neuroflow.training.classifier)."""
+
+    epochs: int = setting(10, low=1, help="at most this many epochs (see patience)")
+    batch_size: int = setting(128, low=1, help="images per optimizer step, over all processes")
+    lr: float = setting(  # used in training/classifier.py: make_optimizer and OneCycleLR
+        3e-3, low=0, low_open=True, help="peak learning rate of the one-cycle schedule"
+    )
+    optimizer: str = setting("adamw", choices=OPTIMIZERS, help="sgd: Nesterov momentum 0.9")
+    weight_decay: float = setting(1e-4, low=0, help="decoupled for adamw, L2 otherwise")
+    patience: int = setting(
+        3, low=0, help="epochs without a lower val_loss before stopping; 0 never stops early"
+    )
+    grad_clip: float = setting(0.0, low=0, help="clip the gradient norm to this; 0 = no clipping")
+
+
+# Each classifier family's training defaults: the RNN takes smaller batches (more steps on
+# small data: GRU 0.922 -> 0.961 on the digits) and clips its gradients.
+TRAINING = {
+    "mlp": TrainConfig(),
+    "cnn": TrainConfig(),
+    "rnn": TrainConfig(batch_size=64, grad_clip=1.0),
+}
+
+
+@config
+class GANTrainConfig(LoopConfig):
+    """The GAN loop (neuroflow.training.gan)."""
+
+    loss: str = setting(
+        "bce", choices=GAN_LOSSES, help="bce: the non-saturating GAN loss; wgan-gp: Wasserstein"
+    )
+    # about 2,000 generator steps on the 1,259 default digits
+    epochs: int = setting(50, low=1, help="epochs to train; every one is scored")
+    # twice the steps of 64 per epoch at the same cost: FID 69 against 98
+    batch_size: int = setting(32, low=2, help="real images per critic step, over all processes")
+    lr: float = setting(  # Adam with betas (beta1, 0.999), as Radford et al.
+        2e-4, low=0, low_open=True, help="Adam's learning rate, for both networks"
+    )
+    beta1: float = setting(0.5, low=0, high=1, high_open=True, help="Adam's first beta")
+    n_critic: int = setting(5, low=1, help="critic steps per generator step (wgan-gp)")
+
+
+# --- the model families ---------------------------------------------------------------------
+# A logged model stores its config, so it can be rebuilt (neuroflow.models.build).
+
+RNN_CELLS = ("lstm", "gru", "rnn")
+UPSAMPLES = ("nearest", "transposed")
+DROPOUT = Setting(low=0, high=1, high_open=True, help="dropout probability")
+
+
+@config
+class MLPConfig(Checked):
+    hidden: tuple[int, ...] = setting(  # wide enough for 96%+ on MNIST, still fast on a CPU
+        (512, 256), help="hidden layer sizes"
+    )
+    dropout: float = DROPOUT.field(0.2)
+
+
+@config
+class CNNConfig(Checked):
+    channels: tuple[int, ...] = setting(  # one stride-2 conv-BN-ReLU block each: 28 -> 14 -> 7
+        (16, 32), help="output channels of each conv block; each block halves the image"
+    )
+    dropout: float = DROPOUT.field(0.25)
+    # the width of the penultimate layer, the feature space FID is measured in
+    hidden: int = setting(128, low=1, option=False)
+
+
+@config
+class RNNConfig(Checked):
+    cell: str = setting(  # a plain rnn forgets the top rows by the last step
+        "lstm", choices=RNN_CELLS, help="the RNN reads one row of pixels per time step"
+    )
+    hidden_size: int = setting(128, low=1, help="features of the hidden state")
+    num_layers: int = setting(1, low=1, help="stacked recurrent layers")
+    bidirectional: bool = setting(False, help="also read the rows bottom to top")
+    dropout: float = DROPOUT.field(0.0)  # between stacked layers, and before the head
+
+
+@config
+class DCGANConfig(Checked):
+    latent_dim: int = setting(100, low=1, help="length of the latent vector z (Radford et al.)")
+    upsample: str = setting(  # nearest + conv avoids the checkerboard of transposed convs
+        "nearest", choices=UPSAMPLES, help="nearest + conv, or transposed convolutions"
+    )
+    # channels of G's last and D's first block; 64 is 3x slower on a CPU
+    width: int = setting(32, low=1, option=False)
+    # in the discriminator: 0.3 slowed learning on the 1,259 digits
+    dropout: float = DROPOUT.field(0.1, option=False)
+
+
+MODELS = {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig, "dcgan": DCGANConfig}
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+METRIC_NAMES = ("", *METRICS)
+
+
+@config
+class RegisterConfig(Checked):
+    run_id: str = setting(
+        "", check=optional_run_id, help="a training run; empty: the best run of --family"
+    )
+    family: str = setting(
+        "", choices=("", *FAMILIES), help="the run's family; needed when run_id is empty"
+    )
+    model_name: str = setting("", help="default <dataset>_<family>")
+    metric: str = setting(
+        "",
+        choices=METRIC_NAMES,
+        help="the metric that picks the best run; empty: the family's primary metric",
+    )
+    catalog: str = setting("", help="Unity Catalog catalog (registry URI databricks-uc)")
+    schema: str = setting("", help="Unity Catalog schema (registry URI databricks-uc)")
+
+    def check(self) -> None:
+        if self.family and self.metric:
+            try:
+                metric_for(self.family, self.metric)
+            except ValueError as error:
+                self.refuse(("metric",), str(error))
+
+
+@config
+class PromoteConfig(Checked):
+    model_name: str = setting("digits_cnn", help="the registered model")
+    candidate: str = setting("challenger", help="an alias or a version number")
+    min_delta: float = setting(0.0, low=0, help="how much better the candidate must score")
+    metric: str = setting("", choices=METRIC_NAMES, help="empty: the family's primary metric")
+    dry_run: bool = setting(False, help="decide and log, but move no alias")
+    stage: str = setting("", help="also move the deprecated registry stage (e.g. Production)")
+
+
+# --- main -----------------------------------------------------------------------------------
+
+ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
+
+
+@config
+class PipelineConfig(Checked):
+    dataset: str = DATASET.field()
+    data_dir: str = DATA_DIR.field()
+    models: tuple[str, ...] = setting(FAMILIES, choices=FAMILIES, help="which families to train")
+    epochs: int = setting(
+        0, low=0, help="epochs for every trainer; 0 = each trainer's own default, tuned for a CPU"
+    )
+    use_cache: bool = setting(True, help="reuse finished steps")
+    promote: bool = setting(True, help="run promote after register")
+    env_manager: str = setting(
+        "local", choices=ENV_MANAGERS, help="for every child run: children do not inherit it"
+    )

@@ -1,0 +1,80 @@
+"""Models as MLflow holds them: each trainer's logged with a signature and our code beside it,
+and loaded back, for an evaluator or a promotion, with a one-line error when it cannot be."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
+
+import neuroflow
+from neuroflow.envs import read_pins
+from neuroflow.errors import RunLookupError
+
+MODEL_NAME = "model"  # the name every trainer logs its model under
+SERVING_PACKAGES = ("torch", "numpy", "mlflow")  # what a served model needs besides our code
+
+
+def serving_requirements() -> list[str]:
+    _, pins = read_pins()
+    return [pin for pin in pins if pin.split("==")[0] in SERVING_PACKAGES]
+
+
+def log_classifier(model, examples: np.ndarray):
+    """Log an ImageClassifier: raw (B, H, W) float32 pixels in, (B,) int64 class ids out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    height, width = examples.shape[1:]
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, height, width))]),
+        outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),
+    )
+    return _log_model(model.cpu().eval(), signature, examples.astype(np.float32))
+
+
+def _log_model(model, signature, example):
+    """mlflow.pytorch.log_model, pickled with our code packed beside it: loading gives back the
+    module itself (the DCGAN's evaluator needs the classifier's feature layer, which a pt2
+    graph does not expose), and it loads and serves with only torch, numpy and mlflow."""
+    return mlflow.pytorch.log_model(
+        model,
+        name=MODEL_NAME,
+        serialization_format="pickle",
+        signature=signature,
+        input_example=example,
+        code_paths=[str(Path(neuroflow.__file__).parent)],
+        pip_requirements=serving_requirements(),
+    )
+
+
+def log_generator(model, latent_dim: int):
+    """Log an ImageGenerator: (B, latent_dim) float32 latents in, (B, H, W) float32 pixels out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    height, width = model.generator.start[1] * 4, model.generator.start[2] * 4
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, latent_dim))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, height, width))]),
+    )
+    example = np.random.default_rng(0).standard_normal((2, latent_dim)).astype(np.float32)
+    return _log_model(model, signature, example)
+
+
+def load_model(uri: str, role: str = "model", expected: str = "the URI of a logged model"):
+    """The torch module logged at `uri`, on the CPU. When it cannot be loaded, a one-line
+    RunLookupError naming the URI in its `role` and what was `expected`."""
+    try:
+        return mlflow.pytorch.load_model(uri, map_location="cpu")
+    except (MlflowException, OSError) as error:
+        raise unloadable(uri, error, role, expected) from None
+
+
+def unloadable(uri: str, error: Exception, role: str, expected: str) -> RunLookupError:
+    message = str(error).splitlines()[0]
+    return RunLookupError(
+        f"{role} {uri or '(empty URI)'} cannot be loaded: {message}; expected {expected}"
+    )
