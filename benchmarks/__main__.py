@@ -82,6 +82,11 @@ def prepare_bench(bench: Path, mnist: Path | None, quick: bool) -> dict:
         train, test = (train[0][:600], train[1][:600]), (test[0][:200], test[1][:200])
     folder = write_idx_folder(bench / "idx", train, test)
     mlflow.set_tracking_uri(f"sqlite:///{bench / 'mlflow.db'}")
+    # An experiment of its own, so no artifact lands in ./mlruns of the working directory; the
+    # workloads and `mlflow run` inherit it through the environment.
+    mlflow.create_experiment("bench", artifact_location=(bench / "artifacts").as_uri())
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = "bench"
+    mlflow.set_experiment("bench")
     with mlflow.start_run(run_name="bench preprocess"):
         ref = preprocess(PrepareConfig(dataset="idx", data_dir=str(folder)))
     with tempfile.TemporaryDirectory() as tmp:

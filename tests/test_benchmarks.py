@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow  # a process per workload: minutes
 
 def test_the_harness_runs_every_workload_and_writes_its_json(tmp_path):
     out = tmp_path / "results.json"
+    had_mlruns = (ROOT / "mlruns").exists()
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)],
         cwd=ROOT,
@@ -40,3 +41,4 @@ def test_the_harness_runs_every_workload_and_writes_its_json(tmp_path):
     assert all(row["preprocess_peak_mb"] >= row["preprocess_base_mb"] for row in results["scaling"])
     assert "train_cnn refusing a bad option" in results["startup"]
     assert "time to 98% test accuracy" in done.stdout and "scaling" in done.stdout
+    assert (ROOT / "mlruns").exists() == had_mlruns, "the harness wrote into the checkout"
