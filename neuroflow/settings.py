@@ -43,6 +43,8 @@ DATA_DIR = Setting(
     "for the MNIST family, where it is downloaded to and read from",
 )
 FRACTION = Setting(low=0, high=1, low_open=True, high_open=True)  # strictly between 0 and 1
+CATALOG = Setting("", help="Unity Catalog catalog (registry URI databricks-uc)")
+SCHEMA = Setting("", help="Unity Catalog schema (registry URI databricks-uc)")
 
 
 @config
@@ -237,8 +239,8 @@ class RegisterConfig(Checked):
         choices=METRIC_NAMES,
         help="the metric that picks the best run; empty: the family's primary metric",
     )
-    catalog: str = setting("", help="Unity Catalog catalog (registry URI databricks-uc)")
-    schema: str = setting("", help="Unity Catalog schema (registry URI databricks-uc)")
+    catalog: str = CATALOG.field()
+    schema: str = SCHEMA.field()
 
     def check(self) -> None:
         if self.family and self.metric:
@@ -276,3 +278,5 @@ class PipelineConfig(Checked):
     env_manager: str = setting(
         "local", choices=ENV_MANAGERS, help="for every child run: children do not inherit it"
     )
+    catalog: str = CATALOG.field()
+    schema: str = SCHEMA.field()

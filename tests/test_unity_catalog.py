@@ -141,3 +141,28 @@ def test_promote_in_unity_catalog_refuses_plain_names_and_stages(uc, name, stage
     with mlflow.start_run(), pytest.raises(RunLookupError, match=message):
         promote_job.promote(name, "challenger", 0.0, "", False, stage)
     assert uc.mutations() == []
+
+
+def test_main_passes_catalog_and_schema_to_register(tracking, monkeypatch):
+    from neuroflow.jobs import main as main_job
+    from neuroflow.settings import PipelineConfig
+
+    asked = []
+
+    def step(self, entry_point, params, still_valid=None):
+        asked.append((entry_point, params))
+        tags = {"registered_model": "main.ml.digits_cnn", "registered_version": "1"}
+        return SimpleNamespace(data=SimpleNamespace(tags=tags))
+
+    monkeypatch.setattr(main_job.Pipeline, "step", step)
+    trained = SimpleNamespace(info=SimpleNamespace(run_id="r1"))
+    config = PipelineConfig(catalog="main", schema="ml", promote=False)
+    with mlflow.start_run():
+        main_job.Pipeline(config).register_and_promote("cnn", trained, main_job.Row("cnn"))
+        main_job.Pipeline(PipelineConfig(promote=False)).register_and_promote(
+            "cnn", trained, main_job.Row("cnn")
+        )
+    assert asked == [
+        ("register", {"run_id": "r1", "family": "cnn", "catalog": "main", "schema": "ml"}),
+        ("register", {"run_id": "r1", "family": "cnn"}),
+    ]

@@ -45,6 +45,8 @@ class Pipeline:
         if config.use_cache and not self.cacheable:
             print("step cache off: the project has uncommitted changes or is not a git checkout")
         self.reused: list[str] = []
+        names = {"catalog": config.catalog, "schema": config.schema}
+        self.unity_catalog = {key: value for key, value in names.items() if value}
 
     def step(self, entry_point: str, params: dict, still_valid=None):
         """The run of `entry_point` with `params`: reused from the cache, or run now."""
@@ -80,7 +82,7 @@ class Pipeline:
     def register_and_promote(self, family: str, train_run, row: Row) -> None:
         registered = self.step(
             "register",
-            {"run_id": train_run.info.run_id, "family": family},
+            {"run_id": train_run.info.run_id, "family": family, **self.unity_catalog},
             still_valid=self._version_exists,
         )
         row.model = registered.data.tags["registered_model"]
