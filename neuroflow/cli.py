@@ -47,8 +47,7 @@ def command(*configs):
                     show_default=True,
                     help=declared.help or None,
                 )(callback)
-        step = click.command(function.__name__)(callback)
-        return step
+        return click.command(function.__name__)(callback)
 
     return decorate
 
@@ -154,14 +153,14 @@ def tracking_unreachable(error: Exception) -> str | None:
     """One line for an MLflow call that gave up on a tracking server that stopped answering
     (after MLflow's own retries: MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7, about 4 minutes)."""
     exceptions = sys.modules.get("mlflow.exceptions")
-    text = str(error)
+    said = str(error)
     if exceptions is None or not isinstance(error, exceptions.MlflowException):
         return None
-    if "API request to" not in text or "Max retries exceeded" not in text:
+    if "API request to" not in said or "Max retries exceeded" not in said:
         return None
     server = os.environ.get("MLFLOW_TRACKING_URI", "the tracking server")
     return (
-        f"tracking server {server} stopped answering ({text.split(' failed')[0]} failed after "
+        f"tracking server {server} stopped answering ({said.split(' failed')[0]} failed after "
         "MLflow's retries); expected it to be reachable (MLFLOW_HTTP_REQUEST_MAX_RETRIES sets "
         "how long to wait)"
     )
