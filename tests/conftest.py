@@ -1,16 +1,20 @@
-"""Fixtures that shrink every test: tiny synthetic images, throwaway MLflow stores (made once and
-copied where a test needs data or models already in them), CPU only, one thread per worker."""
+"""Fixtures that shrink every test: tiny synthetic images, a tiny git checkout, throwaway MLflow
+stores (made once and copied where a test needs data or models already in them), CPU only, one
+thread per worker."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from helpers import (
+    GIT,
     MNIST_T10K,
+    commit_all,
     copy_of,
     new_store,
     tracking_server,
@@ -38,6 +42,33 @@ def _quiet(monkeypatch):
 def idx_folder(tmp_path: Path) -> Path:
     """A folder with a train pair (raw IDX) and an official test pair (gzip IDX)."""
     return write_idx_folder(tmp_path / "idx")
+
+
+# A tiny project: its code (the library, a step, the MLproject and the pins) beside what is not
+# code (the README, tests, notebooks, and a .gitignore that keeps bytecode out of git).
+TINY_PROJECT = {
+    "MLproject": "name: demo\n",
+    "conda.yaml": "name: demo\n",
+    "requirements.txt": "numpy==2.4.6\n",
+    "neuroflow/core.py": "x = 1\n",
+    "steps/demo.py": "from neuroflow.core import x\n",
+    "README.md": "# demo\n",
+    "tests/test_core.py": "def test_x():\n    assert True\n",
+    "notebooks/explore.ipynb": "{}\n",
+    ".gitignore": "__pycache__/\n",
+}
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A git repository at tmp_path/checkout holding TINY_PROJECT in one commit."""
+    root = tmp_path / "checkout"
+    for name, text in TINY_PROJECT.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    subprocess.run([*GIT, "init", "-q"], cwd=root, check=True)
+    commit_all(root, "one")
+    return root
 
 
 @pytest.fixture

@@ -93,6 +93,15 @@ def mlflow_run(
     return MlflowRun(result.returncode, result.stderr, found[-1] if found else None)
 
 
+GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+
+
+def commit_all(root: Path, message: str) -> None:
+    """Commit every change in the git repository at `root`, new files included."""
+    subprocess.run([*GIT, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*GIT, "commit", "-q", "-m", message], cwd=root, check=True)
+
+
 def project_snapshot(dest: Path) -> Path:
     """The working tree (tracked and untracked files, not ignored ones) committed into a fresh
     git repository at `dest`: a clean checkout of exactly the code under test."""
@@ -111,10 +120,8 @@ def project_snapshot(dest: Path) -> Path:
         if source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
-    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "snapshot"], cwd=dest, check=True)
+    subprocess.run([*GIT, "init", "-q", "-b", "main"], cwd=dest, check=True)
+    commit_all(dest, "snapshot")
     return dest
 
 

@@ -7,20 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from neuroflow.tracking.lineage import git_state, provenance_tags
-
-GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
-
-
-@pytest.fixture
-def checkout(tmp_path: Path) -> Path:
-    (tmp_path / "neuroflow").mkdir()
-    (tmp_path / "neuroflow" / "core.py").write_text("x = 1\n")
-    (tmp_path / "MLproject").write_text("name: demo\n")
-    subprocess.run([*GIT, "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([*GIT, "add", "-A"], cwd=tmp_path, check=True)
-    subprocess.run([*GIT, "commit", "-qm", "one"], cwd=tmp_path, check=True)
-    return tmp_path
+from neuroflow.tracking.lineage import PROJECT_ROOT, code_digest, git_state, provenance_tags
 
 
 def head(root: Path) -> str:
@@ -61,3 +48,4 @@ def test_provenance_records_versions_and_this_checkouts_commit():
     assert tags["versions.torch"].startswith("2.14.1")
     assert tags["versions.python"].startswith("3.11")
     assert len(tags["git_commit"]) == 40 and tags["git_dirty"] in ("true", "false")
+    assert tags["code_digest"] == code_digest(PROJECT_ROOT)

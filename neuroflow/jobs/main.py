@@ -17,7 +17,7 @@ from neuroflow.errors import NeuroflowError
 from neuroflow.families import CLASSIFIERS, PRIMARY_METRIC
 from neuroflow.settings import PipelineConfig
 from neuroflow.tracking import cache
-from neuroflow.tracking.lineage import git_state, provenance_tags
+from neuroflow.tracking.lineage import code_digest, provenance_tags
 from neuroflow.tracking.registry import CHAMPION, alias_version
 from neuroflow.tracking.runs import STEP_TAG, log_params_once, params_of
 
@@ -40,10 +40,7 @@ class Pipeline:
         self.config = config
         self.client = MlflowClient()
         self.experiment_id = mlflow.active_run().info.experiment_id
-        self.commit, dirty = git_state(cache.PROJECT)
-        self.cacheable = config.use_cache and self.commit is not None and not dirty
-        if config.use_cache and not self.cacheable:
-            print("step cache off: the project has uncommitted changes or is not a git checkout")
+        self.code_digest = code_digest(cache.PROJECT)  # of the folder the children run
         self.reused: list[str] = []
         names = {"catalog": config.catalog, "schema": config.schema}
         self.unity_catalog = {key: value for key, value in names.items() if value}
@@ -51,8 +48,10 @@ class Pipeline:
     def step(self, entry_point: str, params: dict, still_valid=None):
         """The run of `entry_point` with `params`: reused from the cache, or run now."""
         params = {key: str(value) for key, value in params.items()}
-        if self.cacheable:
-            run = cache.lookup(self.experiment_id, entry_point, params, self.commit, still_valid)
+        if self.config.use_cache:
+            run = cache.lookup(
+                self.experiment_id, entry_point, params, self.code_digest, still_valid
+            )
             if run is not None:
                 print(f"{entry_point}: reusing run {run.info.run_id}")
                 self.reused.append(f"{entry_point}:{run.info.run_id}")

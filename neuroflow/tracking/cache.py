@@ -1,7 +1,9 @@
 """The step cache: a step is reused when a FINISHED run of the same entry point exists with
-the same parameters (defaults included, compared as normalised strings), made by the same git
-commit with no uncommitted changes. Upstream inputs are parameters too (data run ids, evaluator
-and model version URIs), so a changed input is a changed parameter.
+the same parameters (defaults included, compared as normalised strings), made by the same code:
+its `code_digest` tag (lineage.code_digest) equals the digest of the code about to run. Commits
+that touch only the README, tests or notebooks keep the digest, and uncommitted edits to the code
+change it. Upstream inputs are parameters too (data run ids, evaluator and model version URIs),
+so a changed input is a changed parameter.
 """
 
 from __future__ import annotations
@@ -32,15 +34,16 @@ def lookup(
     experiment_id: str,
     entry_point: str,
     params: dict,
-    commit: str,
+    code_digest: str,
     still_valid: Callable | None = None,
 ):
-    """The newest reusable run of `entry_point`, or None. `still_valid(run)` may veto a run
-    whose result no longer stands (e.g. a promotion the registry has moved on from)."""
+    """The newest reusable run of `entry_point` made by the code whose digest is `code_digest`,
+    or None. `still_valid(run)` may veto a run whose result no longer stands (e.g. a promotion
+    the registry has moved on from)."""
     wanted = full_params(entry_point, params)
     where = (
-        f"tags.{STEP_TAG} = '{entry_point}' and tags.git_commit = '{commit}' "
-        "and tags.git_dirty = 'false' and attributes.status = 'FINISHED'"
+        f"tags.{STEP_TAG} = '{entry_point}' and tags.code_digest = '{code_digest}' "
+        "and attributes.status = 'FINISHED'"
     )
     for run in find_runs(experiment_id, where):
         if not wanted.keys() <= run.data.params.keys():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -66,12 +68,13 @@ def log_splits(prepared: Prepared, uri: str) -> None:
 
 
 def provenance_tags() -> dict[str, str]:
-    """The git commit (and whether the tree had uncommitted changes) and library versions,
-    with secrets masked."""
+    """The digest of the code (what the step cache keys on), the git commit and whether the
+    tree had uncommitted changes, and library versions, with secrets masked."""
     import numpy
     import torch
 
     tags = {
+        "code_digest": code_digest(PROJECT_ROOT),
         "versions.python": platform.python_version(),
         "versions.torch": torch.__version__,
         "versions.mlflow": mlflow.__version__,
@@ -83,7 +86,45 @@ def provenance_tags() -> dict[str, str]:
     return scrub(tags)
 
 
-CODE = ("MLproject", "conda.yaml", "python_env.yaml", "requirements.txt", "neuroflow", "steps")
+# What a step runs, as paths and globs under the project root that git and pathlib both read:
+# the code, the entry points, and the pins its environment is built from. conda.yaml is in, as
+# the MLproject's conda_env, which MLflow builds the environment from with every env manager;
+# python_env.yaml is out, as MLflow never reads it for this project and it is generated from
+# requirements.txt, which is in. README, tests, notebooks and benchmarks change no step's result.
+CODE = ("MLproject", "conda.yaml", "requirements*.txt", "neuroflow", "steps")
+
+
+def code_digest(root: Path) -> str:
+    """sha256 over the relative path and bytes of each file of the code (CODE) at `root`, as
+    the files are on disk now: an uncommitted edit is a different code, while a commit that
+    touches only the README, tests or notebooks keeps the digest. The same files give the same
+    digest in a git checkout and outside git."""
+    digest = hashlib.sha256()
+    for name in code_files(root):
+        data = (root / name).read_bytes()
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def code_files(root: Path) -> list[str]:
+    """The files of the code at `root`, as sorted relative POSIX paths: in a git checkout, the
+    ones git tracks or would track (ignored ones, such as __pycache__, are not code); outside
+    git, e.g. in a project tarball on Databricks, every file but __pycache__'s. A tracked file
+    deleted from the tree is not there to run, so it is not listed."""
+    command = ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", *CODE]
+    try:
+        listed = subprocess.run(command, cwd=root, capture_output=True, check=True, timeout=30)
+        names = [os.fsdecode(name) for name in listed.stdout.split(b"\0")]
+    except (OSError, subprocess.SubprocessError):
+        relative = (
+            path.relative_to(root)
+            for pattern in CODE
+            for top in root.glob(pattern)
+            for path in ([top] if top.is_file() else top.rglob("*"))
+        )
+        names = [path.as_posix() for path in relative if "__pycache__" not in path.parts]
+    return sorted({name for name in names if name and (root / name).is_file()})
 
 
 def git_state(root: Path) -> tuple[str | None, bool]:

@@ -15,7 +15,7 @@ MASK = "***"
 SECRET_NAME = re.compile("TOKEN|SECRET|PASSWORD|KEY", re.IGNORECASE)
 MIN_LENGTH = 4  # shorter values ("1", "on", "yes") are too common to mask
 # Flags such as SOME_KEY=true are settings, not secrets; masking them would mangle tags such as
-# git_dirty=false, which the step cache searches by.
+# git_dirty=false.
 NOT_SECRETS = {"true", "false"}
 
 
