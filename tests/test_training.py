@@ -16,6 +16,7 @@ from neuroflow.settings import CNNConfig, MLPConfig, TrainConfig
 from neuroflow.training import classifier as loop
 from neuroflow.training.classifier import Evaluation, evaluate, fit, make_optimizer, to_device
 from neuroflow.training.device import resolve_device, seed_everything
+from neuroflow.training.optim import one_cycle
 
 MEAN, STD = 0.1307, 0.3081
 CLASSES = list(range(10))
@@ -100,22 +101,17 @@ def test_max_batches_limits_the_optimizer_steps_per_epoch(
     max_batches, per_epoch, digits, monkeypatch
 ):
     train, val = digits
-    steps = 0
+    built = []
 
-    def counted(model, config):
-        optimizer = make_optimizer(model, config)
+    def kept(model, config):
+        built.append(make_optimizer(model, config))
+        return built[-1]
 
-        def count(*_):
-            nonlocal steps
-            steps += 1
-
-        optimizer.register_step_post_hook(count)
-        return optimizer
-
-    monkeypatch.setattr(loop, "make_optimizer", counted)
+    monkeypatch.setattr(loop, "make_optimizer", kept)
     seen = []
     model = seeded_classifier("mlp")
-    fit(model, train, val, quick(max_batches=max_batches), on_epoch=lambda m, e: seen.append(steps))
+    config = quick(max_batches=max_batches)
+    fit(model, train, val, config, on_epoch=lambda m, e: seen.append(built[0].steps))
     assert seen == [per_epoch, 2 * per_epoch, 3 * per_epoch]
 
 
@@ -249,20 +245,41 @@ def test_evaluate_is_perfect_on_a_model_that_knows_the_answers():
     assert result.loss == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize(
-    ("name", "cls"),
-    [("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD)],
-)
-def test_make_optimizer_builds_each_named_optimizer(name, cls):
-    model = seeded_classifier("mlp")
-    optimizer = make_optimizer(model, TrainConfig(optimizer=name, lr=0.02, weight_decay=0.001))
-    assert type(optimizer) is cls
-    group = optimizer.param_groups[0]
-    assert group["lr"] == 0.02
-    assert group["weight_decay"] == 0.001
-    assert len(group["params"]) == len(list(model.parameters()))
-    if name == "sgd":
-        assert group["momentum"] == 0.9 and group["nesterov"] is True
+TORCH_OPTIMIZERS = {  # what each name means in torch.optim, which optim.py must match
+    "adamw": lambda params: torch.optim.AdamW(params, lr=0.02, weight_decay=0.001),
+    "adam": lambda params: torch.optim.Adam(params, lr=0.02, weight_decay=0.001),
+    "sgd": lambda params: torch.optim.SGD(
+        params, lr=0.02, weight_decay=0.001, momentum=0.9, nesterov=True
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(TORCH_OPTIMIZERS))
+def test_each_optimizer_and_the_one_cycle_schedule_match_torch_optim(name):
+    """Step for step, the same weights as torch.optim's class under OneCycleLR."""
+    config = TrainConfig(optimizer=name, lr=0.02, weight_decay=0.001)
+    ours, theirs = seeded_classifier("mlp").eval(), seeded_classifier("mlp").eval()  # no dropout
+    optimizer = make_optimizer(ours, config)
+    reference = TORCH_OPTIMIZERS[name](theirs.parameters())
+    total, warmup = 12, loop.warmup_share(12)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        reference, max_lr=0.02, total_steps=total, pct_start=warmup
+    )
+    images = torch.randint(0, 256, (total, 16, 28, 28), generator=torch.Generator().manual_seed(1))
+    labels = torch.randint(0, 10, (total, 16), generator=torch.Generator().manual_seed(2))
+    for step in range(total):
+        lr, momentum = one_cycle(optimizer.steps, total, 0.02, warmup)
+        assert lr == pytest.approx(schedule.get_last_lr()[0], rel=1e-12), step
+        for model in (ours, theirs):
+            F.cross_entropy(model.logits(images[step]), labels[step]).backward()
+        optimizer.step(lr, momentum)
+        reference.step()
+        schedule.step()
+        optimizer.zero_grad()
+        reference.zero_grad()
+    assert optimizer.steps == total
+    for key, mine in ours.state_dict().items():
+        assert torch.allclose(mine, theirs.state_dict()[key], rtol=0, atol=1e-6), key
 
 
 def test_make_optimizer_refuses_an_unknown_name():

@@ -1,10 +1,10 @@
 """Training state saved at every epoch end, so a killed run can go on where it stopped.
 
-A checkpoint holds everything the next epoch depends on: the weights, the optimisers and
-schedule, every random number generator, the epoch, the metric history and, for a classifier,
-the best weights so far. Restoring it and training on gives the same numbers as never having
-stopped (on a CPU, with the same seed). It is plain tensors, numbers and strings, so it loads
-with weights_only=True and unpickles no code.
+A checkpoint holds everything the next epoch depends on: the weights, the optimisers (whose
+step count places the schedule), every random number generator, the epoch, the metric history
+and, for a classifier, the best weights so far. Restoring it and training on gives the same
+numbers as never having stopped (on a CPU, with the same seed). It is plain tensors, numbers
+and strings, so it loads with weights_only=True and unpickles no code.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import torch
 
 from neuroflow.errors import DataError
 
-FORMAT = 2  # bumped when the keys below change
+FORMAT = 3  # bumped when the keys below, or what they hold, change
 KEYS = {  # what each trainer saves, named by the checkpoint's "trainer"
-    "classifier": ("epoch", "model", "optimizer", "schedule", "rng", "history", "best"),
+    "classifier": ("epoch", "model", "optimizer", "rng", "history", "best"),
     "gan": ("epoch", "generator", "critic", "g_optimizer", "d_optimizer", "rng", "history"),
 }
 
@@ -68,9 +68,6 @@ def load(path: Path, source: str) -> dict:
             f"checkpoint {source} cannot be read ({first}); expected a file saved by training"
         ) from None
     state = state if isinstance(state, dict) else {}
-    if isinstance(state.get("format"), int) and state["format"] == 1 and "trainer" not in state:
-        # format 1 came before the GAN saved checkpoints: a classifier's, without "trainer"
-        state = {**state, "format": FORMAT, "trainer": "classifier"}
     found = state.get("format", FORMAT)
     if not isinstance(found, int) or found != FORMAT:
         raise DataError(

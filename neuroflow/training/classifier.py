@@ -18,6 +18,7 @@ from neuroflow.errors import TrainingError
 from neuroflow.settings import TrainConfig
 from neuroflow.training.checkpoint import Checkpoints, Snapshot
 from neuroflow.training.distributed import Ranks
+from neuroflow.training.optim import Optimizer, one_cycle
 
 EVAL_BATCH = 1024
 # The share of the one-cycle schedule spent warming up to the peak lr. PyTorch's 0.3 keeps the
@@ -28,7 +29,7 @@ OnEpoch = Callable[[dict[str, float], int], None]  # (metrics, epoch) -> None
 
 
 def warmup_share(total_steps: int) -> float:
-    """WARMUP, stretched to at least two steps: OneCycleLR divides by the warm-up's length in
+    """WARMUP, stretched to at least two steps: one_cycle divides by the warm-up's length in
     steps (WARMUP * total_steps - 1), which is zero for 10 steps in all."""
     return max(WARMUP, 2 / total_steps) if total_steps > 2 else WARMUP
 
@@ -52,14 +53,8 @@ def to_device(images: np.ndarray, labels: np.ndarray, device) -> tuple[torch.Ten
     return torch.from_numpy(images).to(device), torch.from_numpy(labels).long().to(device)
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params, lr, decay = model.parameters(), config.lr, config.weight_decay
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=decay)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=decay)
-    # sgd, the one name left that TrainConfig accepts
-    return torch.optim.SGD(params, lr=lr, weight_decay=decay, momentum=0.9, nesterov=True)
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> Optimizer:
+    return Optimizer(model.parameters(), config.optimizer, config.lr, config.weight_decay)
 
 
 @torch.inference_mode()
@@ -112,11 +107,9 @@ def fit(
     network = ranks.wrap(Logits(model))
     optimizer = make_optimizer(model, config)
     total = config.epochs * steps
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=total, pct_start=warmup_share(total)
-    )
+    warmup = warmup_share(total)
     generator = torch.Generator().manual_seed(config.seed)  # the shuffling order, seeded apart
-    parts = {"model": model, "optimizer": optimizer, "schedule": schedule}
+    parts = {"model": model, "optimizer": optimizer}
     snapshot = Snapshot("classifier", parts, generator, checkpoints, ranks.main)
     history, done, state = snapshot.restore()
     best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
@@ -136,19 +129,20 @@ def fit(
         model.train()
         order = ranks.shard(torch.randperm(len(labels), generator=generator))
         order = order[: steps * batch_size]
-        loss_sum = torch.zeros(2, device=images.device)  # (sum of losses, images seen)
+        # The loss is summed on the device and read once an epoch: no step waits for the host.
+        loss_sum, seen = torch.zeros((), device=images.device), 0
         for batch in order.to(images.device).split(batch_size):
             loss = F.cross_entropy(network(images[batch]), labels[batch])
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            schedule.step()
-            loss_sum += torch.stack([loss.detach() * len(batch), loss.new_tensor(len(batch))])
+            optimizer.step(*one_cycle(optimizer.steps, total, config.lr, warmup))
+            loss_sum += loss.detach() * len(batch)
+            seen += len(batch)
             progress.update()
-        total, seen = ranks.sum(loss_sum).tolist()
-        train_loss = total / seen
+        summed, seen = ranks.sum(torch.stack([loss_sum, loss_sum.new_tensor(seen)])).tolist()
+        train_loss = summed / seen
         if not math.isfinite(train_loss):
             progress.close()
             raise TrainingError(

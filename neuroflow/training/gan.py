@@ -15,6 +15,7 @@ from neuroflow.errors import TrainingError
 from neuroflow.settings import GANTrainConfig
 from neuroflow.training.checkpoint import Checkpoints, Snapshot
 from neuroflow.training.distributed import Ranks
+from neuroflow.training.optim import Optimizer
 
 GP_WEIGHT = 10.0  # Gulrajani et al.'s lambda
 OnEpoch = Callable[[dict[str, float], int], None]
@@ -69,9 +70,8 @@ def fit_gan(
 
     device = images.device
     ranks = ranks or Ranks(0, 1, device)
-    betas = (config.beta1, 0.999)
-    g_optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas)
-    d_optimizer = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=betas)
+    g_optimizer = Optimizer(generator.parameters(), "adam", config.lr, momentum=config.beta1)
+    d_optimizer = Optimizer(critic.parameters(), "adam", config.lr, momentum=config.beta1)
     parts = {  # what a checkpoint holds, the networks unwrapped
         "generator": generator,
         "critic": critic,
@@ -106,13 +106,13 @@ def fit_gan(
             with torch.set_grad_enabled(g_step):  # critic-only steps need no generator graph
                 fake = generator(z)
             d_loss = discriminator_loss(config.loss, critic, real, fake.detach())
-            d_optimizer.zero_grad(set_to_none=True)
+            d_optimizer.zero_grad()
             d_loss.backward()
             d_optimizer.step()
             d_sum = d_sum + d_loss.detach()
             if g_step:
                 g_loss = generator_loss(config.loss, critic, fake)
-                g_optimizer.zero_grad(set_to_none=True)
+                g_optimizer.zero_grad()
                 g_loss.backward()
                 g_optimizer.step()
                 g_sum, g_steps = g_sum + g_loss.detach(), g_steps + 1
