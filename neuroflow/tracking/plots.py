@@ -5,17 +5,22 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 
+# Fixed margins, as fractions of the figure: constrained layout measures every tick label
+# first, which doubled the time of a plot.
+CURVES = {"left": 0.07, "right": 0.98, "bottom": 0.15, "top": 0.9, "wspace": 0.25}
+MATRIX = {"left": 0.16, "right": 0.97, "bottom": 0.16, "top": 0.93}
+
 
 def _figure(width: float, height: float):
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
-    return Figure(figsize=(width, height), layout="constrained")
+    return Figure(figsize=(width, height))
 
 
 def log_loss_curves(history: list[dict[str, float]], path: str = "plots/loss_curve.png") -> None:
     epochs = range(1, len(history) + 1)
     figure = _figure(9, 3.5)
-    losses, accuracy = figure.subplots(1, 2)
+    losses, accuracy = figure.subplots(1, 2, gridspec_kw=CURVES)
     for key in ("train_loss", "val_loss"):
         losses.plot(epochs, [h[key] for h in history], marker="o", label=key)
     losses.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
@@ -34,7 +39,7 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 def log_confusion_matrix(matrix: np.ndarray, classes: list[str], path="plots/confusion_matrix.png"):
     size = max(4.0, 0.55 * len(classes) + 1.5)
     figure = _figure(size, size)
-    axes = figure.subplots()
+    axes = figure.subplots(gridspec_kw=MATRIX)
     axes.imshow(matrix, cmap="Blues")
     ticks = range(len(classes))
     axes.set_xticks(ticks, classes, rotation=45, ha="right")
@@ -58,7 +63,7 @@ def log_grid(pixels, path: str, columns: int = 8) -> None:
 def log_gan_curves(curves: list[dict[str, float]], path: str = "plots/gan_curves.png") -> None:
     epochs = range(1, len(curves) + 1)
     figure = _figure(13, 3.5)
-    losses, distance, coverage = figure.subplots(1, 3)
+    losses, distance, coverage = figure.subplots(1, 3, gridspec_kw=CURVES)
     for key in ("d_loss", "g_loss"):
         losses.plot(epochs, [c[key] for c in curves], marker="o", label=key)
     losses.set(xlabel="epoch", title="losses")
