@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-import torch
 from mlflow import MlflowClient
 
 from neuroflow.data.prepared import Prepared, load_prepared
@@ -29,8 +28,6 @@ from neuroflow.tracking.registry import (
     transition_stage,
 )
 from neuroflow.tracking.runs import STEP_TAG, download, log_params_once
-from neuroflow.training.classifier import evaluate, to_device
-from neuroflow.training.device import resolve_device
 
 LATENT_SEED = 0  # every generator is scored on latents from this seed
 EXPECTED = "a model logged by this project's training"  # for one that cannot be loaded
@@ -140,9 +137,14 @@ class Judge:
 
 class Scorer:
     """Scores registered versions on the candidate's test split: test accuracy for classifiers,
-    FID under the candidate's evaluator for the DCGAN."""
+    FID under the candidate's evaluator for the DCGAN. torch is imported here, by the first
+    version to be scored: a promote that refuses its input or finds the candidate already
+    champion starts and ends without it."""
 
     def __init__(self, candidate, metric):
+        from neuroflow.training.classifier import to_device
+        from neuroflow.training.device import resolve_device
+
         self.metric = metric
         self.device = resolve_device("auto")
         data_run = candidate.tags.get("data_run_id", "")
@@ -157,6 +159,10 @@ class Scorer:
             self.real = judge(self.evaluator, self.test[0])
 
     def __call__(self, version) -> float:
+        import torch
+
+        from neuroflow.training.classifier import evaluate
+
         uri = f"models:/{version.name}/{version.version}"
         model = load_model(uri, "version", EXPECTED).to(self.device)
         if self.metric is FID:

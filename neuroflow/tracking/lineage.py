@@ -69,16 +69,17 @@ def log_splits(prepared: Prepared, uri: str) -> None:
 
 def provenance_tags() -> dict[str, str]:
     """The digest of the code (what the step cache keys on), the git commit and whether the
-    tree had uncommitted changes, and library versions, with secrets masked."""
-    import numpy
-    import torch
+    tree had uncommitted changes, and library versions, with secrets masked. The versions are
+    read from the installed packages' metadata, so register, which never needs torch, does not
+    import it to name its version."""
+    from importlib.metadata import version
 
     tags = {
         "code_digest": code_digest(PROJECT_ROOT),
         "versions.python": platform.python_version(),
-        "versions.torch": torch.__version__,
+        "versions.torch": version("torch"),
         "versions.mlflow": mlflow.__version__,
-        "versions.numpy": numpy.__version__,
+        "versions.numpy": version("numpy"),
     }
     commit, dirty = git_state(PROJECT_ROOT)
     if commit:
