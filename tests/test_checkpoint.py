@@ -185,3 +185,32 @@ def test_a_failed_upload_does_not_hide_the_training_error(tracking, monkeypatch,
     # with training fine, the upload's error is raised
     with mlflow.start_run(), pytest.raises(OSError, match="disk full"), Uploader() as uploader:
         uploader.save({"trainer": "gan", "epoch": 1})
+
+
+def test_the_checkpoint_is_written_off_the_training_thread_from_a_copy(
+    tracking, monkeypatch, tmp_path
+):
+    import threading
+
+    import mlflow
+
+    from neuroflow.tracking.checkpoints import Uploader
+
+    weights = torch.ones(3)
+    gate, writers = threading.Event(), []
+    write = Uploader._write
+
+    def held_write(self, state, path):
+        gate.wait(10)  # until training has moved the weights on
+        writers.append(threading.current_thread().name)
+        write(self, state, path)
+
+    monkeypatch.setattr(Uploader, "_write", held_write)
+    with mlflow.start_run() as run, Uploader() as uploader:
+        uploader.save({"trainer": "classifier", "epoch": 1, "model": {"w": weights}})
+        weights += 1  # the next epoch changes the weights in place
+        gate.set()
+    uri = f"runs:/{run.info.run_id}/checkpoints/last.pt"
+    saved = torch.load(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path)))
+    assert torch.equal(saved["model"]["w"], torch.ones(3))
+    assert writers and writers[0].startswith("checkpoint")

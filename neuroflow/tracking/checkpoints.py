@@ -45,9 +45,10 @@ class Start:
 
 
 class Uploader:
-    """Checkpoints.save for fit(): writes the state and logs it as checkpoints/last.pt of the
-    active run from a background thread, so training does not wait on the upload (a few MB
-    per epoch, slow to a remote server). close() waits for the uploads still under way."""
+    """Checkpoints.save for fit(): copies the state to the CPU, then writes it and logs it as
+    checkpoints/last.pt of the active run from a background thread, so training waits neither
+    on torch.save nor on the upload (a few MB per epoch, slow to a remote server). close()
+    waits for the uploads still under way."""
 
     def __init__(self):
         self.folder = Path(tempfile.mkdtemp(prefix="neuroflow-checkpoints-"))
@@ -58,11 +59,14 @@ class Uploader:
     def save(self, state: dict) -> None:
         epoch_folder = self.folder / f"epoch-{state['epoch']}"  # one file per upload in flight
         epoch_folder.mkdir()
-        path = checkpoint.save(state, epoch_folder / FILE)
+        snapshot = checkpoint.copied(state)
         for upload in [f for f in self.pending if f.done()]:
             upload.result()  # an upload that failed stops training here
         self.pending = [f for f in self.pending if not f.done()]
-        self.pending.append(self.pool.submit(self._upload, path))
+        self.pending.append(self.pool.submit(self._write, snapshot, epoch_folder / FILE))
+
+    def _write(self, state: dict, path: Path) -> None:
+        self._upload(checkpoint.save(state, path))
 
     def _upload(self, path: Path) -> None:
         MlflowClient().log_artifact(self.run_id, str(path), FOLDER)

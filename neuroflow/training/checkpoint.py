@@ -52,6 +52,18 @@ def restore_rng(state: dict, generator: torch.Generator) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def copied(state):
+    """`state` with every tensor copied to the CPU: a snapshot that training, going on, does not
+    change (state_dict() hands out the live weights), to be written from another thread."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {key: copied(value) for key, value in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(copied(value) for value in state)
+    return state
+
+
 def save(state: dict, path: Path) -> Path:
     """Write `state`, which names its "trainer" (a key of KEYS), to `path`."""
     torch.save({"format": FORMAT, **state}, path)
