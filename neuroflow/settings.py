@@ -104,6 +104,7 @@ class GANInputs(Inputs):
 OPTIMIZERS = ("adamw", "adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 GAN_LOSSES = ("bce", "wgan-gp")
+PRECISIONS = ("fp32", "bf16")
 
 
 @config
@@ -139,6 +140,11 @@ class TrainConfig(LoopConfig):
         3, low=0, help="epochs without a lower val_loss before stopping; 0 never stops early"
     )
     grad_clip: float = setting(0.0, low=0, help="clip the gradient norm to this; 0 = no clipping")
+    precision: str = setting(  # bf16 pays on GPUs with bf16 units; most CPUs emulate it slowly
+        "fp32", choices=PRECISIONS, help="bf16: the forward pass autocast to bfloat16"
+    )
+    # compiling takes about a minute; it pays back on long GPU runs, not on 10 CPU epochs
+    compile: bool = setting(False, help="torch.compile the network before training")
 
 
 # Each classifier family's training defaults: the RNN takes smaller batches (more steps on

@@ -73,6 +73,32 @@ def test_fit_learns_synthetic_digits(family, digits):
 
 
 @pytest.mark.parametrize("family", sorted(SMALL))
+def test_bf16_autocast_learns_as_float32_does(family, digits, monkeypatch):
+    """precision=bf16 runs the forward pass in bfloat16 (on this CPU too) and still learns."""
+    dtypes = []
+    cross_entropy = F.cross_entropy
+
+    def seen(logits, *args, **kwargs):
+        dtypes.append(logits.dtype)
+        return cross_entropy(logits, *args, **kwargs)
+
+    monkeypatch.setattr(loop.F, "cross_entropy", seen)
+    model = seeded_classifier(family)
+    result = fit(model, *digits, quick(precision="bf16"))
+    assert torch.bfloat16 in dtypes  # the training steps' logits
+    assert result.history[-1]["val_accuracy"] > 0.85
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.slow  # torch.compile builds C++ kernels: about a minute on 2 cores
+def test_compile_trains_the_compiled_network_and_keeps_the_model_plain(digits):
+    model = seeded_classifier("mlp")
+    result = fit(model, *digits, quick(compile=True, epochs=2))
+    assert result.history[-1]["val_accuracy"] > 0.8
+    assert type(model).__name__ == "ImageClassifier"  # what is logged is not the compiled one
+
+
+@pytest.mark.parametrize("family", sorted(SMALL))
 def test_same_seed_gives_identical_history_and_weights(family, digits):
     train, val = digits
     runs = []

@@ -105,6 +105,12 @@ def fit(
     if config.max_batches:
         steps = min(steps, config.max_batches)
     network = ranks.wrap(Logits(model))
+    if config.compile:
+        network = torch.compile(network)
+    # bf16 for the forward pass; autocast keeps the loss and the weights in float32
+    autocast = torch.autocast(
+        images.device.type, torch.bfloat16, enabled=config.precision == "bf16"
+    )
     optimizer = make_optimizer(model, config)
     total = config.epochs * steps
     warmup = warmup_share(total)
@@ -132,7 +138,8 @@ def fit(
         # The loss is summed on the device and read once an epoch: no step waits for the host.
         loss_sum, seen = torch.zeros((), device=images.device), 0
         for batch in order.to(images.device).split(batch_size):
-            loss = F.cross_entropy(network(images[batch]), labels[batch])
+            with autocast:
+                loss = F.cross_entropy(network(images[batch]), labels[batch])
             optimizer.zero_grad()
             loss.backward()
             if config.grad_clip:
