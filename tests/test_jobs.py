@@ -148,3 +148,28 @@ def test_rnn_logs_like_every_other_classifier(prepared):
     assert model.metadata.get_input_schema().inputs[0].shape == (-1, 28, 28)
     images = np.zeros((3, 28, 28), np.float32)
     assert model.predict(images).shape == (3,)
+
+
+def test_a_logged_model_pins_what_it_serves_with_without_scanning_every_package(
+    tracking, monkeypatch
+):
+    import importlib_metadata
+    from mlflow.utils import requirements_utils
+
+    from neuroflow.models.build import build_classifier
+    from neuroflow.tracking.models import log_classifier, serving_requirements
+
+    scans = []
+    scan = importlib_metadata.packages_distributions
+    monkeypatch.setattr(
+        importlib_metadata, "packages_distributions", lambda: scans.append(1) or scan()
+    )
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)  # as in a new process
+    model = build_classifier("cnn", SMALL_CNN, (28, 28), 33.0, 78.0, [str(i) for i in range(10)])
+    with mlflow.start_run():
+        info = log_classifier(model, np.zeros((2, 28, 28), np.uint8))
+    folder = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+    pins = (folder / "requirements.txt").read_text().split()
+    assert set(serving_requirements()) <= set(pins) and len(serving_requirements()) == 3
+    assert scans == []
+    assert requirements_utils._MODULES_TO_PACKAGES is None  # left for others to build
