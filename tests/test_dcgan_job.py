@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -50,16 +51,21 @@ def run_dcgan(data: str, evaluator: str, config: GANTrainConfig = FAST):
     return mlflow.get_run(run.info.run_id), model_uri
 
 
-def test_dcgan_logs_scores_per_epoch_samples_and_the_generator(evaluator, prepared_store):
+def test_dcgan_logs_losses_each_epoch_scores_every_score_every_and_the_generator(
+    evaluator, prepared_store
+):
     prepared = prepared_store.ref
-    run, model_uri = run_dcgan(prepared.run_id, evaluator)
+    config = dataclasses.replace(FAST, epochs=3, score_every=2)
+    run, model_uri = run_dcgan(prepared.run_id, evaluator, config)
     client, run_id = MlflowClient(), run.info.run_id
     assert run.data.tags["family"] == "dcgan" and run.data.tags["step"] == "train_dcgan"
     assert run.data.params["evaluator_uri"] == evaluator == run.data.tags["evaluator_uri"]
-    for key in ("d_loss", "g_loss", "fid", "inception_score", "class_coverage", "class_entropy"):
-        assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2], key
+    for key in ("d_loss", "g_loss"):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2, 3], key
+    for key in ("fid", "inception_score", "class_coverage", "class_entropy"):  # and the last
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [2, 3], key
     samples = {f.path for f in client.list_artifacts(run_id, "samples")}
-    assert samples == {"samples/epoch_001.png", "samples/epoch_002.png", "samples/final.png"}
+    assert samples == {"samples/epoch_002.png", "samples/epoch_003.png", "samples/final.png"}
     assert {f.path for f in client.list_artifacts(run_id, "plots")} == {"plots/gan_curves.png"}
     generator = mlflow.pyfunc.load_model(model_uri)
     assert generator.metadata.get_input_schema().inputs[0].shape == (-1, 8)
@@ -124,7 +130,7 @@ class Crash(Exception):
 def test_a_broken_dcgan_run_resumes_to_the_curves_of_an_unbroken_one(prepared):
     """With no evaluator given, each run trains a quick CNN, except the resumed one: it keeps
     the broken run's, so its scores continue the same curves."""
-    config = GANTrainConfig(epochs=4, batch_size=32, max_batches=2, device="cpu")
+    config = GANTrainConfig(epochs=4, score_every=2, batch_size=32, max_batches=2, device="cpu")
     whole, whole_uri = run_dcgan(prepared.run_id, "", config)
 
     def crash_in_epoch_3(model, epoch):  # after epoch 3 is logged, before its checkpoint

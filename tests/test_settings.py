@@ -132,7 +132,7 @@ def test_every_option_of_every_step_is_a_declared_setting():
 
 
 def test_the_defaults_are_the_configs_defaults():
-    assert TrainConfig().lr == 3e-3 and GANTrainConfig().lr == 2e-4
+    assert TrainConfig().lr == 3e-3 and GANTrainConfig().lr == 1.6e-3
     assert TRAINING["rnn"].batch_size == 64 and TRAINING["rnn"].grad_clip == 1.0
     command = importlib.import_module("steps.train_rnn").train_rnn
     defaults = command.make_context("train_rnn", []).params

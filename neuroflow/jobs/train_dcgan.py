@@ -58,10 +58,11 @@ def train_dcgan(
     resume: bool = False,
 ):
     """In the active run: train a DCGAN on the prepared dataset `data` names, score it every
-    epoch with the evaluator classifier, and log samples/, plots/ and `model`. Returns the
+    `score_every` epochs and after the last with the evaluator classifier, and log samples/,
+    plots/ and `model`. Returns the
     logged generator's URI. Under torchrun every rank trains; rank 0 alone scores, talks to
     MLflow and returns the URI, the others return None. `watch(generator, epoch)` is called on
-    rank 0 after each epoch has been scored and logged. Every epoch logs checkpoints/last.pt,
+    rank 0 after each epoch has been logged. Every epoch logs checkpoints/last.pt,
     and `resume_from` (a run id) or `resume` (the newest FAILED or KILLED run with these
     parameters) go on from one (see neuroflow.tracking.checkpoints): the resumed run keeps the
     old run's data and evaluator, so its scores continue the same curves."""
@@ -106,9 +107,11 @@ def train_dcgan(
     curves: list[dict[str, float]] = list(start.curves) if start else []
 
     def on_epoch(losses: dict[str, float], epoch: int) -> None:
-        scores = score(sample(served, eval_z), judge_model, real)
+        scores = {}
+        if epoch % config.score_every == 0 or epoch == config.epochs:
+            scores = score(sample(served, eval_z), judge_model, real)
+            plots.log_grid(sample(served, grid_z), f"samples/epoch_{epoch:03d}.png")
         mlflow.log_metrics({**losses, **scores}, step=epoch)
-        plots.log_grid(sample(served, grid_z), f"samples/epoch_{epoch:03d}.png")
         curves.append({**losses, **scores})
         if watch:
             watch(served, epoch)

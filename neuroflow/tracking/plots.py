@@ -61,17 +61,21 @@ def log_grid(pixels, path: str, columns: int = 8) -> None:
 
 
 def log_gan_curves(curves: list[dict[str, float]], path: str = "plots/gan_curves.png") -> None:
+    """The losses of every epoch, and the scores of the epochs that were scored; curves[i] is
+    epoch i + 1's."""
     epochs = range(1, len(curves) + 1)
+    scored = [(epoch, c) for epoch, c in zip(epochs, curves, strict=True) if "fid" in c]
+    at = [epoch for epoch, _ in scored]
     figure = _figure(13, 3.5)
     losses, distance, coverage = figure.subplots(1, 3, gridspec_kw=CURVES)
     for key in ("d_loss", "g_loss"):
-        losses.plot(epochs, [c[key] for c in curves], marker="o", label=key)
+        losses.plot(epochs, [c[key] for c in curves], label=key)
     losses.set(xlabel="epoch", title="losses")
     losses.legend()
-    distance.plot(epochs, [c["fid"] for c in curves], marker="o", color="tab:red")
+    distance.plot(at, [c["fid"] for _, c in scored], marker="o", color="tab:red")
     distance.set(xlabel="epoch", title="fid (lower is better)")
-    coverage.plot(epochs, [c["class_coverage"] for c in curves], marker="o", label="coverage")
-    coverage.plot(epochs, [c["inception_score"] / 10 for c in curves], marker="o", label="IS / 10")
+    coverage.plot(at, [c["class_coverage"] for _, c in scored], marker="o", label="coverage")
+    coverage.plot(at, [c["inception_score"] / 10 for _, c in scored], marker="o", label="IS / 10")
     coverage.set(xlabel="epoch", title="class coverage, inception score", ylim=(0, 1.05))
     coverage.legend()
     mlflow.log_figure(figure, path)
