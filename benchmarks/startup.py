@@ -19,9 +19,11 @@ from pathlib import Path
 import click
 
 ROOT = Path(__file__).resolve().parents[1]
-FIRST_OPTIMIZER = (
+FIRST_STEP = (
     "import neuroflow.jobs.train_classifier, torch; "
-    "torch.optim.AdamW([torch.zeros(1, requires_grad=True)])"
+    "from neuroflow.training.optim import Optimizer; "
+    "p = torch.zeros(1, requires_grad=True); p.sum().backward(); "
+    "Optimizer([p], 'adamw', 1e-3).step()"
 )
 COMMANDS = {
     "python (bare)": ["-c", "pass"],
@@ -30,7 +32,7 @@ COMMANDS = {
     "train_cnn refusing a bad option": ["-m", "steps.train_cnn", "--lr=abc"],
     "train_cnn --help": ["-m", "steps.train_cnn", "--help"],
     "import the train_cnn job (all a run needs)": ["-c", "import neuroflow.jobs.train_classifier"],
-    "... and build the first optimizer (imports torch._dynamo)": ["-c", FIRST_OPTIMIZER],
+    "... and take a first optimizer step": ["-c", FIRST_STEP],
 }
 
 

@@ -23,6 +23,7 @@ import click
 import numpy as np
 
 TARGET = 0.98  # the test accuracy time-to-accuracy is measured to
+CHECK_EVERY = 100  # optimizer steps between checks of the test accuracy
 
 
 def peak_rss_mb() -> float:
@@ -73,59 +74,107 @@ class MlflowClock:
         return self
 
 
-class EpochClock:
-    """Per-epoch figures from the trainer's watch hook: training time (from `start`, with the
-    time spent scoring the test split taken out), images seen, and test accuracy. A call with
-    epoch 0 (the model is built, the data ready) restarts the clock and keeps the time before
-    it as setup."""
+class Clock:
+    """Training time, with the test split scored every CHECK_EVERY optimizer steps and at each
+    epoch end off the clock, so time to the target is judged within 100 steps, not only at
+    epoch ends. restart() (the model is built, the data ready) keeps the time before it as
+    setup. With stop=True, reaching the target ends training (raises Reached)."""
 
-    def __init__(self, test, images_per_epoch: int, score: bool = True, logging=None):
-        self.test, self.images_per_epoch, self.score = test, images_per_epoch, score
+    def __init__(self, score, images_per_epoch: int, stop: bool = False, logging=None):
+        self.score, self.images_per_epoch, self.stop = score, images_per_epoch, stop
         self.logging = logging
         self.start = time.perf_counter()
-        self.excluded = 0.0
-        self.setup_s = 0.0
+        self.excluded = self.setup_s = 0.0
         self.epoch_logging_s = 0.0  # MLflow's per-epoch logging (metrics, checkpoint) so far
+        self.steps = 0
+        self.model = None  # what restart() was given, for counting_steps
+        self.checks: list[dict] = []  # every CHECK_EVERY steps
         self.epochs: list[dict] = []
 
-    def __call__(self, model, epoch: int) -> None:
-        if epoch == 0:
-            now = time.perf_counter()
-            self.setup_s, self.start = now - self.start, now
-            return
-        elapsed = time.perf_counter() - self.start - self.excluded
+    def restart(self, model=None) -> None:
+        """The model is built and the data ready: training starts now."""
+        now = time.perf_counter()
+        self.setup_s, self.start, self.model = now - self.start, now, model
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start - self.excluded
+
+    def check(self, model) -> float | None:
+        if self.score is None:
+            return None
+        scoring = time.perf_counter()
+        accuracy = self.score(model)
+        model.train()
+        self.excluded += time.perf_counter() - scoring
+        return accuracy
+
+    def step(self, model) -> None:
+        self.steps += 1
+        if self.steps % CHECK_EVERY == 0:
+            elapsed = self.elapsed()
+            point = {"step": self.steps, "elapsed_s": elapsed, "test_accuracy": self.check(model)}
+            self.checks.append(point)
+            self._maybe_stop(point)
+
+    def epoch(self, model, epoch: int) -> None:
+        elapsed = self.elapsed()
         if self.logging:
             spent = self.logging.by_name.get
             self.epoch_logging_s = spent("log_metrics", 0.0) + spent("log_artifact", 0.0)
-        accuracy = None
-        if self.score:
-            scoring = time.perf_counter()
-            from neuroflow.training.classifier import evaluate
+        point = {"epoch": epoch, "step": self.steps, "elapsed_s": elapsed}
+        point["test_accuracy"] = self.check(model)
+        self.epochs.append(point)
+        self._maybe_stop(point)
 
-            accuracy = evaluate(model, *self.test).accuracy
-            model.train()
-            self.excluded += time.perf_counter() - scoring
-        self.epochs.append({"epoch": epoch, "elapsed_s": elapsed, "test_accuracy": accuracy})
+    def _maybe_stop(self, point: dict) -> None:
+        if self.stop and (point["test_accuracy"] or 0) >= TARGET:
+            raise Reached
 
     def summary(self) -> dict:
-        return epoch_summary(self.epochs, self.images_per_epoch, self.excluded)
+        return clock_summary(self.checks, self.epochs, self.images_per_epoch, self.excluded)
 
 
-def epoch_summary(epochs: list[dict], images_per_epoch: int, excluded: float = 0.0) -> dict:
-    """Time to the target accuracy, and speed from the epochs after the first, which also
-    pays for setup and warm-up."""
-    first = next((e for e in epochs if (e["test_accuracy"] or 0) >= TARGET), None)
+class Reached(Exception):
+    """The target accuracy was reached and the run was asked to stop there."""
+
+
+def clock_summary(checks, epochs, images_per_epoch: int, excluded: float) -> dict:
+    """Time to the target accuracy at the first check or epoch end that reached it, and speed
+    from the epochs after the first, which also pays for setup and warm-up."""
+    points = sorted(checks + epochs, key=lambda point: point["elapsed_s"])
+    first = next((p for p in points if (p["test_accuracy"] or 0) >= TARGET), None)
     times = [e["elapsed_s"] for e in epochs]
     epoch_times = [b - a for a, b in zip([0.0, *times], times, strict=False)]
-    steady = float(np.median(epoch_times[1:] or epoch_times))
+    steady = float(np.median(epoch_times[1:] or epoch_times)) if epoch_times else None
     return {
         "epochs": epochs,
+        "checks": checks,
         "time_to_target_s": first["elapsed_s"] if first else None,
-        "epochs_to_target": first["epoch"] if first else None,
+        "steps_to_target": first["step"] if first else None,
         "seconds_per_epoch": steady,
-        "images_per_s": images_per_epoch / steady,
+        "images_per_s": images_per_epoch / steady if steady else None,
         "scoring_excluded_s": excluded,
     }
+
+
+@contextlib.contextmanager
+def counting_steps(clock: Clock):
+    """Call clock.step after every optimizer step of our loop, once clock.restart() has named
+    the model: the loop asks one_cycle for each step's lr, after the step before."""
+    from neuroflow.training import classifier
+
+    one_cycle = classifier.one_cycle
+
+    def counted(step: int, *args):
+        if step and clock.model is not None:  # step: the steps taken so far
+            clock.step(clock.model)
+        return one_cycle(step, *args)
+
+    classifier.one_cycle = counted
+    try:
+        yield
+    finally:
+        classifier.one_cycle = one_cycle
 
 
 def reference_splits(bench: Path):
@@ -133,23 +182,98 @@ def reference_splits(bench: Path):
     return (data["train_images"], data["train_labels"]), (data["test_images"], data["test_labels"])
 
 
-def run_reference(bench: Path, epochs: int) -> dict:
+def our_scorer(test, device):
+    from neuroflow.training.classifier import evaluate, to_device
+
+    images, labels = to_device(*test, device)
+    return lambda model: evaluate(model, images, labels).accuracy
+
+
+def run_reference(bench: Path, epochs: int, seed: int, stop: bool, ours: bool = False) -> dict:
+    """The reference loop; with `ours`, training our CNN instead of its Net (an ablation)."""
     import torch
 
     from benchmarks import reference
 
     train, test = reference_splits(bench)
-    log: list[dict] = []
-
-    def on_epoch(epoch: int, training_s: float, accuracy: float, seen: int) -> None:
-        log.append({"epoch": epoch, "elapsed_s": training_s, "test_accuracy": accuracy})
-
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    reference.train(train, test, device, epochs or reference.EPOCHS, on_epoch)
-    return {**epoch_summary(log, len(train[1])), "final_test_accuracy": log[-1]["test_accuracy"]}
+    loader = reference.loaders(train, test, device)[1]
+    clock = Clock(lambda m: reference.test_accuracy(m, device, loader), len(train[1]), stop)
+    model = reference_input(our_cnn(bench)) if ours else None
+    with contextlib.suppress(Reached):
+        reference.train(
+            train,
+            test,
+            device,
+            epochs or reference.EPOCHS,
+            clock.epoch,
+            clock.step,
+            model,
+            seed=reference.SEED + seed,
+        )
+    final = clock.epochs[-1]["test_accuracy"] if clock.epochs else None
+    return {**clock.summary(), "final_test_accuracy": final, "seed": seed}
 
 
-def run_classifier(bench: Path, family: str, epochs: int) -> dict:
+def our_cnn(bench: Path):
+    """Our CNN, built as train_cnn builds it for the bench's data."""
+    from neuroflow.data.prepared import load_prepared
+    from neuroflow.models.build import build_classifier
+    from neuroflow.settings import CNNConfig
+
+    prepared = load_prepared(bench / "prepared")
+    return build_classifier(
+        "cnn", CNNConfig(), prepared.image_shape, prepared.mean, prepared.std, prepared.classes
+    )
+
+
+def reference_input(model):
+    """Our classifier fed the reference's batches: normalised (B, 1, 28, 28) floats back to raw
+    pixels, which our model scales itself; log-probabilities out, for its NLL loss."""
+    import torch
+
+    class ReferenceInput(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, batch):
+            pixels = (batch[:, 0] * 0.3081 + 0.1307) * 255
+            return self.model.logits(pixels).log_softmax(dim=1)
+
+    return ReferenceInput()
+
+
+def run_reference_net_in_our_loop(bench: Path, epochs: int, seed: int) -> dict:
+    """Ablation: the reference's Net trained by our loop (fit, our defaults, no MLflow)."""
+    import torch
+
+    from benchmarks import reference
+    from neuroflow.data.prepared import load_prepared
+    from neuroflow.models.classifier import ImageClassifier, Standardize
+    from neuroflow.settings import TRAINING
+    from neuroflow.training.classifier import fit, to_device
+    from neuroflow.training.device import resolve_device, seed_everything
+
+    prepared = load_prepared(bench / "prepared")
+    config = dataclasses.replace(TRAINING["cnn"], seed=seed, epochs=epochs or 10)
+    device = resolve_device(config.device)
+    _, test = reference_splits(bench)
+    clock = Clock(our_scorer(test, device), len(prepared.labels["train"]), stop=True)
+    seed_everything(seed)
+    standardize = Standardize(prepared.image_shape, prepared.mean, prepared.std)
+    model = ImageClassifier("reference", {}, reference.Net(), standardize, prepared.classes)
+    model = model.to(device)
+    splits = {
+        s: to_device(prepared.images[s], prepared.labels[s], device) for s in ("train", "val")
+    }
+    clock.restart(model)
+    with contextlib.suppress(Reached), counting_steps(clock):
+        fit(model, splits["train"], splits["val"], config, lambda m, e: clock.epoch(model, e))
+    return {**clock.summary(), "threads": torch.get_num_threads()}
+
+
+def run_classifier(bench: Path, family: str, epochs: int, seed: int) -> dict:
     """train_<family> with its shipped defaults (the settings its step is built from), as the
     step calls it, logging to the bench's sqlite store."""
     import mlflow
@@ -157,22 +281,26 @@ def run_classifier(bench: Path, family: str, epochs: int) -> dict:
 
     from neuroflow.jobs.train_classifier import train_classifier
     from neuroflow.settings import MODELS, TRAINING
-    from neuroflow.training.classifier import to_device
     from neuroflow.training.device import resolve_device
 
     meta = json.loads((bench / "bench.json").read_text())
     data = meta["data_run_id"]
-    config = TRAINING[family]
+    config = dataclasses.replace(TRAINING[family], seed=seed)
     if epochs:
         config = dataclasses.replace(config, epochs=epochs)
     model_config = MODELS[family]()
     _, test = reference_splits(bench)
     device = resolve_device(config.device)
     logging = MlflowClock().install()
-    clock = EpochClock(to_device(*test, device), meta["train_count"], logging=logging)
-    with mlflow.start_run(run_name=f"bench {family}"):
-        clock.start = start = time.perf_counter()
-        model_uri = train_classifier(family, model_config, config, data, watch=clock)
+    clock = Clock(our_scorer(test, device), meta["train_count"], logging=logging)
+
+    def watch(model, epoch: int) -> None:
+        clock.epoch(model, epoch) if epoch else clock.restart(model)
+
+    start = time.perf_counter()  # the step's MLflow work includes opening its run
+    with mlflow.start_run(run_name=f"bench {family} seed {seed}"), counting_steps(clock):
+        clock.start = time.perf_counter()
+        model_uri = train_classifier(family, model_config, config, data, watch=watch)
         total = time.perf_counter() - start
     run = mlflow.last_active_run()
     summary = clock.summary()
@@ -180,6 +308,7 @@ def run_classifier(bench: Path, family: str, epochs: int) -> dict:
     return {
         **summary,
         "final_test_accuracy": run.data.metrics["test_accuracy"],
+        "seed": seed,
         "setup_s": clock.setup_s,
         "step_s": total - clock.excluded,
         "mlflow_s": logging.seconds,
@@ -198,11 +327,75 @@ def run_dcgan(bench: Path, epochs: int) -> dict:
 
     meta = json.loads((bench / "bench.json").read_text())
     config = GANTrainConfig(epochs=epochs or 2)
-    clock = EpochClock(None, meta["train_count"], score=False)
+    clock = Clock(None, meta["train_count"])
+
+    def watch(model, epoch: int) -> None:
+        clock.epoch(model, epoch) if epoch else clock.restart(model)
+
     with mlflow.start_run(run_name="bench dcgan"):
         clock.start = time.perf_counter()
-        train_dcgan(DCGANConfig(), config, meta["data_run_id"], meta["evaluator_uri"], clock)
+        train_dcgan(DCGANConfig(), config, meta["data_run_id"], meta["evaluator_uri"], watch)
     return clock.summary()
+
+
+# Where a 1-batch train_cnn step spends its time, by phase: each phase is the functions that do
+# its work, looked up where the step calls them, so a phase nested in another counts once.
+JOB = "neuroflow.jobs.train_classifier"
+PHASES = {
+    "run start": [("mlflow", "start_run")],
+    "data load": [
+        (JOB, name)
+        for name in ("find_start", "resolve_data", "download", "load_prepared", "log_splits")
+    ],
+    "training": [(JOB, "fit")],
+    "evaluation": [(JOB, "evaluate")],
+    "model logging": [(JOB, "log_classifier")],
+    "plots": [(JOB, "plots.log_loss_curves"), (JOB, "plots.log_confusion_matrix")],
+    "run end": [("mlflow", "end_run")],
+}
+
+
+def run_step(bench: Path) -> dict:
+    """A 1-batch train_cnn, as `mlflow run` starts it (a cold process, the step's own command
+    line), timed by phase; what no phase covers (tags, params, metrics) is "other"."""
+    import importlib
+
+    started = time.perf_counter()
+    import steps.train_cnn
+
+    module = importlib.import_module(JOB)
+    seconds = {"imports": time.perf_counter() - started}
+    active: list[str] = []
+
+    def timed(phase: str, function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            if active:  # inside another phase: counted there
+                return function(*args, **kwargs)
+            active.append(phase)
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - start
+                active.pop()
+
+        return wrapper
+
+    for phase, places in PHASES.items():
+        for name, path in places:
+            owner = module if name == JOB else importlib.import_module(name)
+            *parents, attribute = path.split(".")
+            for parent in parents:  # plots.log_loss_curves: the plots module the job calls
+                owner = getattr(owner, parent)
+            setattr(owner, attribute, timed(phase, getattr(owner, attribute)))
+    meta = json.loads((bench / "bench.json").read_text())
+    args = ["--data", meta["data_run_id"], "--epochs", "1", "--max-batches", "1"]
+    start = time.perf_counter()
+    steps.train_cnn.train_cnn.main(args, standalone_mode=False)
+    step_s = time.perf_counter() - start
+    seconds["other"] = step_s - sum(v for k, v in seconds.items() if k != "imports")
+    return {"phases": seconds}
 
 
 def run_scaling(bench: Path, idx_dir: Path) -> dict:
@@ -236,8 +429,9 @@ def run_scaling(bench: Path, idx_dir: Path) -> dict:
         s: to_device(prepared.images[s], prepared.labels[s], device) for s in ("train", "val")
     }
     config = TrainConfig(epochs=2, patience=0)
-    clock = EpochClock(None, len(prepared.labels["train"]), score=False)
-    fit(model, splits["train"], splits["val"], config, lambda m, e: clock(model, e))
+    clock = Clock(None, len(prepared.labels["train"]))
+    clock.restart(model)
+    fit(model, splits["train"], splits["val"], config, lambda m, e: clock.epoch(model, e))
     return {
         "train_count": len(prepared.labels["train"]),
         "preprocess_s": preprocess_s,
@@ -251,28 +445,40 @@ def run_scaling(bench: Path, idx_dir: Path) -> dict:
 @click.argument("name")
 @click.option("--bench-dir", type=click.Path(exists=True, file_okay=False), required=True)
 @click.option("--epochs", type=click.IntRange(min=0), default=0, help="0: the defaults")
+@click.option("--seed", type=click.IntRange(min=0), default=0, help="added to the default seed")
+@click.option("--stop", is_flag=True, help="stop at the target accuracy (reference only)")
 @click.option("--idx-dir", type=click.Path(exists=True, file_okay=False), default=None)
-def main(name: str, bench_dir: str, epochs: int, idx_dir: str | None) -> None:
+def main(name: str, bench_dir: str, epochs: int, seed: int, stop: bool, idx_dir: str | None):
     bench = Path(bench_dir)
-    # Every torch.optim optimizer imports torch._dynamo when the first is built (about 2 s on
-    # 2 cores): a one-time process cost, shown by benchmarks.startup and kept off both clocks.
-    import torch._dynamo  # noqa: F401
-
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{bench / 'mlflow.db'}"
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")
+    if name == "step":  # a cold process: nothing imported ahead of the step
+        with contextlib.redirect_stdout(sys.stderr):
+            result = run_step(bench)
+        print(json.dumps({**result, "peak_rss_mb": peak_rss_mb()}))
+        return
+    # torch.optim's optimizers (the reference's Adadelta) import torch._dynamo when the first
+    # is built, 1-2 s: a start-up cost, counted in the user row and the step breakdown and
+    # kept off the training clocks.
+    import torch._dynamo  # noqa: F401
+
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the result
-        if name == "reference":
-            result = run_reference(bench, epochs)
+        if name in ("reference", "cnn-in-reference-loop"):
+            ours = name != "reference"
+            result = run_reference(bench, epochs, seed, stop, ours)
+        elif name == "reference-net-in-our-loop":
+            result = run_reference_net_in_our_loop(bench, epochs, seed)
         elif name in ("mlp", "cnn", "rnn"):
-            result = run_classifier(bench, name, epochs)
+            result = run_classifier(bench, name, epochs, seed)
         elif name == "dcgan":
             result = run_dcgan(bench, epochs)
         elif name == "scaling" and idx_dir:
             result = run_scaling(bench, Path(idx_dir))
         else:
             raise click.BadParameter(
-                f"{name!r}; expected reference, mlp, cnn, rnn, dcgan or scaling --idx-dir"
+                f"{name!r}; expected reference, cnn-in-reference-loop, "
+                "reference-net-in-our-loop, mlp, cnn, rnn, dcgan, step or scaling --idx-dir"
             )
     print(json.dumps({**result, "peak_rss_mb": peak_rss_mb()}))
 

@@ -30,12 +30,19 @@ def test_the_harness_runs_every_workload_and_writes_its_json(tmp_path):
     assert results["quick"] is True
     assert results["data"]["test_count"] == 200
     for name in ("reference", "cnn", "mlp", "rnn"):
-        row = results[name]
+        (row,) = results[name]  # --quick: one seed each
         assert 0.0 <= row["final_test_accuracy"] <= 1.0, name
         assert row["images_per_s"] > 0 and row["peak_rss_mb"] > 0, name
         assert [e["epoch"] for e in row["epochs"]] == [1], name
-    assert results["cnn"]["mlflow_s"] > results["cnn"]["mlflow_in_training_s"] > 0
-    assert results["cnn"]["model_uri"].startswith("models:/")
+    assert results["seeds"]["cnn_time"]["values"] == [results["cnn"][0]["time_to_target_s"]]
+    for row in results["ablation"].values():
+        assert row["epochs"] and row["epochs"][-1]["step"] > 0
+    assert results["cnn"][0]["mlflow_s"] > results["cnn"][0]["mlflow_in_training_s"] > 0
+    assert results["cnn"][0]["model_uri"].startswith("models:/")
+    phases = results["step"]["phases"]
+    assert {"imports", "run start", "training", "model logging", "plots"} <= phases.keys()
+    assert all(seconds > 0 for seconds in phases.values()), phases
+    assert results["step"]["mlflow_run_s"] > results["step"]["import_torch_mlflow_s"] > 0
     assert len(results["dcgan"]["epochs"]) == 1
     assert [row["images"] for row in results["scaling"]] == [200, 400]
     assert all(row["preprocess_peak_mb"] >= row["preprocess_base_mb"] for row in results["scaling"])
