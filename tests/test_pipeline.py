@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from mlflow.entities import ViewType
 
-from helpers import Store, free_port, project_snapshot, python_env, serving
+from helpers import Store, commit_all, free_port, project_snapshot, python_env, serving
 from neuroflow.families import CLASSIFIERS, FAMILIES
 
 pytestmark = pytest.mark.slow
@@ -31,14 +31,19 @@ SECRET_NAMES = ("NEUROFLOW_TEST_API_TOKEN", "DB_PASSWORD", "AWS_SECRET_ACCESS_KE
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> SimpleNamespace:
-    """`mlflow run -e main -P epochs=2` run twice, identically, on a fresh store from a clean
-    commit of the project, with `secrets` in its environment (which must appear nowhere in
-    what the runs logged). Every test here shares it."""
+    """`mlflow run -e main -P epochs=2` run twice on a fresh store from a clean commit of the
+    project, with `secrets` in its environment (which must appear nowhere in what the runs
+    logged), and a commit touching only the README, a test and a notebook in between. Every
+    test here shares it."""
     project = project_snapshot(tmp_path_factory.mktemp("project"))
     store = Store(tmp_path_factory.mktemp("store"))
     secrets = {name: f"nf-{uuid.uuid4().hex}" for name in SECRET_NAMES}
     first = store.run("main", project=project, env=secrets, epochs=2)
     assert first.returncode == 0, first.stderr
+    for name in ("README.md", "tests/test_settings.py", "notebooks/02_compare_runs.ipynb"):
+        with (project / name).open("a") as file:
+            file.write("\n")
+    commit_all(project, "docs, tests and notebooks only")
     started = time.perf_counter()
     second = store.run("main", project=project, env=secrets, epochs=2)
     rerun_seconds = time.perf_counter() - started
@@ -81,7 +86,7 @@ def test_main_trains_registers_and_promotes_every_family(pipeline):
     assert dcgan_run.data.params["evaluator_uri"] == f"models:/digits_cnn/{cnn.version}"
 
 
-def test_an_identical_rerun_reuses_every_step(pipeline):
+def test_a_rerun_after_a_docs_only_commit_reuses_every_step(pipeline):
     store = pipeline.store
     assert children(store, pipeline.second.run_id) == []
     reused = store.get(pipeline.second.run_id).data.tags["reused_steps"].split(",")
