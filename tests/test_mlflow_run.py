@@ -80,7 +80,12 @@ def test_train_dcgan_with_wgan_gp_is_judged_the_same_way(digits, cnn):
     store, _ = digits
     evaluator_uri = store.get(cnn).data.tags["model_uri"]
     result = store.run(
-        "train_dcgan", loss="wgan-gp", epochs=3, max_batches=10, evaluator=evaluator_uri
+        "train_dcgan",
+        loss="wgan-gp",
+        epochs=3,
+        score_every=1,
+        max_batches=10,
+        evaluator=evaluator_uri,
     )
     assert result.returncode == 0, result.stderr
     run = store.get(result.run_id)
