@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuroflow.data.framing import frame_like_mnist
 from neuroflow.data.sources import Part, Source
 from neuroflow.data.splits import stratified_split
 from neuroflow.errors import DataError
@@ -57,7 +58,9 @@ class Prepared:
 
 
 def prepare(source: Source, out_dir: Path, config: PrepareConfig) -> dict:
-    """Split `source`, resize to image_size, write the prepared folder; return its metadata."""
+    """Split `source`, bring it to image_size (the digits framed as MNIST's, unless
+    mnist_framing is off; see neuroflow.data.framing), write the prepared folder; return its
+    metadata."""
     out_dir.mkdir(parents=True, exist_ok=True)
     pool = [p for p in source.parts if not p.official_test]
     official_test = [p for p in source.parts if p.official_test]
@@ -70,9 +73,12 @@ def prepare(source: Source, out_dir: Path, config: PrepareConfig) -> dict:
         indices["test"] = np.arange(sum(len(p.labels) for p in official_test))
 
     size, num_classes, splits = config.image_size, len(source.classes), {}
+    framed = config.mnist_framing and source.name == "digits"
+    shape = frame_like_mnist if framed else resize
     for split in SPLITS:
         parts = official_test if split == "test" and official_test else pool
-        splits[split] = _write_split(out_dir, split, parts, indices[split], size, num_classes)
+        chosen = indices[split]
+        splits[split] = _write_split(out_dir, split, parts, chosen, shape, size, num_classes)
     mean, std = _pixel_stats(np.load(out_dir / "train-images.npy", mmap_mode="r"))
     meta = {
         "format": FORMAT,
@@ -116,15 +122,16 @@ def load_prepared(folder: Path, mmap: bool = False) -> Prepared:
 
 
 def _write_split(
-    out_dir: Path, split: str, parts: list[Part], indices, size: int, num_classes: int
+    out_dir: Path, split: str, parts: list[Part], indices, shape, size: int, num_classes: int
 ) -> dict:
+    """Write one split, each chunk of images brought to size x size by `shape`."""
     images_path, labels_path = out_dir / f"{split}-images.npy", out_dir / f"{split}-labels.npy"
     images = np.lib.format.open_memmap(images_path, "w+", np.uint8, (len(indices), size, size))
     labels = np.empty(len(indices), np.uint8)
     start = 0
     for chunk_images, chunk_labels in _gather(parts, indices):
         stop = start + len(chunk_labels)
-        images[start:stop] = resize(chunk_images, size)
+        images[start:stop] = shape(chunk_images, size)
         labels[start:stop] = chunk_labels
         start = stop
     images.flush()
