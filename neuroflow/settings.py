@@ -111,6 +111,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 GAN_LOSSES = ("bce", "wgan-gp")
 PRECISIONS = ("fp32", "bf16")
+AUGMENT = ("auto", "true", "false")
 
 
 @config
@@ -146,6 +147,14 @@ class TrainConfig(LoopConfig):
         3, low=0, help="epochs without a lower val_loss before stopping; 0 never stops early"
     )
     grad_clip: float = setting(0.0, low=0, help="clip the gradient norm to this; 0 = no clipping")
+    # On the digits (1,797 images drawn at 8x8) it lifts the CNN's reading of real MNIST from
+    # 41% to 61% at the same digits accuracy; on MNIST itself it slowed training to 98%.
+    augment: str = setting(
+        "auto",
+        choices=AUGMENT,
+        help="turn, scale and shift each training image a little, at random; auto: for the "
+        "digits dataset only",
+    )
     precision: str = setting(  # bf16 pays on GPUs with bf16 units; most CPUs emulate it slowly
         "fp32", choices=PRECISIONS, help="bf16: the forward pass autocast to bfloat16"
     )

@@ -60,3 +60,29 @@ def test_train_dcgan_with_its_defaults_learns_the_digits(digits):
     assert run.data.params["evaluator_uri"] == quick.data.tags["model_uri"]
     samples = {f.path for f in store.client.list_artifacts(result.run_id, "samples")}
     assert "samples/final.png" in samples and len(samples) == len(fid) + 1
+
+
+def test_the_digits_champion_cnn_reads_real_handwriting(digits, mnist_t10k):
+    """Trained on the default digits (framed as MNIST's, augmented), the CNN reads the real
+    MNIST test images it never saw: the last 2,000 of t10k."""
+    import mlflow
+
+    from neuroflow.data.sources import load_source
+    from neuroflow.tracking.models import load_model
+    from neuroflow.training.classifier import evaluate, to_device
+
+    store, _ = digits
+    result = store.step("train_cnn")
+    assert result.returncode == 0, result.stderr
+    run = store.get(result.run_id)
+    assert run.data.metrics["test_accuracy"] >= 0.97  # its own digits test split
+    (part,) = load_source("idx", mnist_t10k).parts
+    real = to_device(part.images[-2000:], part.labels[-2000:], "cpu")
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(store.uri)
+    try:
+        model = load_model(run.data.tags["model_uri"])
+    finally:
+        mlflow.set_tracking_uri(before)
+    accuracy = evaluate(model, *real).accuracy
+    assert accuracy >= 0.60, accuracy  # 0.19 when the digits were stretched to the frame

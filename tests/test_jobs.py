@@ -63,6 +63,7 @@ def test_train_logs_metrics_plots_model_and_lineage(prepared):
     assert run.data.params["data_uri"] == prepared.uri
     assert run.data.params["data_digest"] == prepared.digest
     assert run.data.params["channels"] == "8,16"
+    assert run.data.params["augment"] == "auto" and run.data.params["augmented"] == "false"
     for key in ("train_loss", "val_loss", "val_accuracy"):
         history = MlflowClient().get_metric_history(run_id, key)
         assert [m.step for m in history] == [1, 2]
@@ -106,6 +107,7 @@ def test_latest_on_an_empty_store_prepares_digits_in_a_nested_run(tracking):
     assert child.data.tags["step"] == "preprocess" and child.data.params["dataset"] == "digits"
     assert child.info.status == "FINISHED"
     assert run.data.params["data_run_id"] == child.info.run_id
+    assert run.data.params["augmented"] == "true"  # augment=auto: on for the digits
 
 
 def test_data_that_is_not_a_prepared_dataset_is_refused(prepared):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -78,6 +79,11 @@ def train_classifier(
         digest = prepared.digest
         mlflow.log_params({"data_uri": ref.uri, "data_run_id": ref.run_id, "data_digest": digest})
         log_splits(prepared, ref.uri)
+
+    if config.augment == "auto":  # the digits only: see TrainConfig.augment
+        config = replace(config, augment=str(prepared.meta["dataset"] == "digits").lower())
+    if ranks.main:
+        mlflow.log_param("augmented", config.augment)
 
     seed_everything(config.seed)
     model = build_classifier(

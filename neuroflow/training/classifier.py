@@ -71,6 +71,28 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor) -> Evaluation:
     return Evaluation(loss_sum / len(labels), accuracy, predicted.cpu().numpy())
 
 
+# augment: each training image turned by up to ROTATE degrees, scaled by up to SCALE either
+# way and shifted by up to SHIFT pixels, as handwriting varies
+ROTATE, SCALE, SHIFT = 12.0, 0.1, 2.0
+
+
+def augmented(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, H, W) uint8 -> (B, H, W) float pixels in 0..255, each image moved by a random
+    affine map drawn from `generator` (the shuffling one, so a checkpoint holds its state)."""
+    count, height, width = images.shape
+    draws = torch.rand(count, 4, generator=generator) * 2 - 1  # (B, 4) in [-1, 1]
+    angle = draws[:, 0] * math.radians(ROTATE)
+    scale = 1 + draws[:, 1] * SCALE
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    shift_x, shift_y = draws[:, 2] * SHIFT * 2 / width, draws[:, 3] * SHIFT * 2 / height
+    theta = torch.stack(  # (B, 2, 3): output coordinates -> where to sample the input
+        [torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1
+    ).to(images.device)
+    grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
+    pixels = images.unsqueeze(1).float()  # (B, 1, H, W)
+    return F.grid_sample(pixels, grid, align_corners=False).squeeze(1)
+
+
 class Logits(torch.nn.Module):
     """Training calls logits() but DistributedDataParallel hooks forward(): this joins them."""
 
@@ -138,8 +160,11 @@ def fit(
         # The loss is summed on the device and read once an epoch: no step waits for the host.
         loss_sum, seen = torch.zeros((), device=images.device), 0
         for batch in order.to(images.device).split(batch_size):
+            inputs = images[batch]  # (B, H, W) uint8
+            if config.augment == "true":  # "auto" is decided by the job, which sees the data
+                inputs = augmented(inputs, generator)
             with autocast:
-                loss = F.cross_entropy(network(images[batch]), labels[batch])
+                loss = F.cross_entropy(network(inputs), labels[batch])
             optimizer.zero_grad()
             loss.backward()
             if config.grad_clip:
