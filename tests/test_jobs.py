@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import mlflow
@@ -63,7 +64,7 @@ def test_train_logs_metrics_plots_model_and_lineage(prepared):
     assert run.data.params["data_uri"] == prepared.uri
     assert run.data.params["data_digest"] == prepared.digest
     assert run.data.params["channels"] == "8,16"
-    assert run.data.params["augment"] == "auto" and run.data.params["augmented"] == "false"
+    assert run.data.params["augmented"] == "false"
     for key in ("train_loss", "val_loss", "val_accuracy"):
         history = MlflowClient().get_metric_history(run_id, key)
         assert [m.step for m in history] == [1, 2]
@@ -98,7 +99,7 @@ def test_latest_is_the_newest_finished_preprocess_run(tracking, idx_folder):
 
 
 def test_latest_on_an_empty_store_prepares_digits_in_a_nested_run(tracking):
-    run, _ = train("mlp", "latest")
+    run, _ = train("mlp", "latest", dataclasses.replace(FAST, augment="auto"))
     children = mlflow.search_runs(
         filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'", output_format="list"
     )
@@ -108,6 +109,11 @@ def test_latest_on_an_empty_store_prepares_digits_in_a_nested_run(tracking):
     assert child.info.status == "FINISHED"
     assert run.data.params["data_run_id"] == child.info.run_id
     assert run.data.params["augmented"] == "true"  # augment=auto: on for the digits
+
+
+def test_augment_auto_leaves_data_other_than_the_digits_as_it_is(prepared):
+    run, _ = train("mlp", prepared.run_id, dataclasses.replace(FAST, augment="auto"))
+    assert run.data.params["augment"] == "auto" and run.data.params["augmented"] == "false"
 
 
 def test_data_that_is_not_a_prepared_dataset_is_refused(prepared):
