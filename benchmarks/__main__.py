@@ -319,6 +319,18 @@ def print_tables(results: dict) -> None:
             f"{row['peak_rss_mb']:>10.0f}"
         )
 
+    if rows := results.get("digits_on_mnist"):
+        print("\ntrained on the digits, test accuracy on the digits / on real MNIST")
+        print(f"{'':<34}{'mlp':>14}{'cnn':>14}{'rnn':>14}")
+        for row in rows:
+            how = "framed" if row["framing"] else "stretched"
+            how += ", augment " + ("as the defaults" if row["augment"] == "default" else "off")
+            cells = [
+                f"{row['scores'][f]['digits']:.3f} / {row['scores'][f]['mnist']:.3f}"
+                for f in ("mlp", "cnn", "rnn")
+            ]
+            print(f"{how:<34}" + "".join(f"{cell:>14}" for cell in cells))
+
     step = results["step"]
     print("\na 1-batch train_cnn step, by phase (median of its cold processes)")
     for phase, seconds in step["phases"].items():
@@ -420,6 +432,12 @@ def main(json_path: str, mnist: str | None, quick: bool, skip_pipeline: bool) ->
         meta = json.loads((bench / "bench.json").read_text())
         meta["evaluator_uri"] = results["cnn"][0]["model_uri"]
         (bench / "bench.json").write_text(json.dumps(meta))
+        if mnist_dir is not None:  # digits-trained champions, read on real MNIST
+            click.echo("training on the digits, scoring on MNIST ...", err=True)
+            results["digits_on_mnist"] = [
+                workload("digits-on-mnist", bench, *epochs, "--framing", f, "--augment", a)
+                for f, a in (("false", "false"), ("true", "false"), ("true", "default"))
+            ]
         click.echo("running dcgan ...", err=True)
         results["dcgan"] = workload("dcgan", bench, "--epochs", "1" if quick else "2")
         results["scaling"] = scaling(bench, mnist_dir, quick)

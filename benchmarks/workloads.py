@@ -319,6 +319,36 @@ def run_classifier(bench: Path, family: str, epochs: int, seed: int) -> dict:
     }
 
 
+def run_digits_on_mnist(bench: Path, framing: bool, augment: str, epochs: int) -> dict:
+    """Each classifier trained with its defaults on scikit-learn's digits (framed as MNIST's or
+    stretched, augmented or not), scored on its own digits test split and on the bench's real
+    MNIST test images, which it never saw."""
+    import mlflow
+
+    from neuroflow.jobs.preprocess import preprocess
+    from neuroflow.jobs.train_classifier import train_classifier
+    from neuroflow.settings import MODELS, TRAINING, PrepareConfig
+    from neuroflow.tracking.models import load_model
+    from neuroflow.training.classifier import evaluate, to_device
+
+    _, test = reference_splits(bench)
+    real = to_device(*test, "cpu")
+    with mlflow.start_run(run_name=f"bench digits framing={framing}"):
+        data = preprocess(PrepareConfig(dataset="digits", mnist_framing=framing)).run_id
+    scores = {}
+    for family in ("mlp", "cnn", "rnn"):
+        config = TRAINING[family]
+        if epochs:
+            config = dataclasses.replace(config, epochs=epochs)
+        if augment != "default":
+            config = dataclasses.replace(config, augment=augment)
+        with mlflow.start_run(run_name=f"bench digits {family}") as run:
+            uri = train_classifier(family, MODELS[family](), config, data)
+        own = mlflow.get_run(run.info.run_id).data.metrics["test_accuracy"]
+        scores[family] = {"digits": own, "mnist": evaluate(load_model(uri), *real).accuracy}
+    return {"framing": framing, "augment": augment, "scores": scores}
+
+
 def run_dcgan(bench: Path, epochs: int) -> dict:
     import mlflow
 
@@ -448,7 +478,18 @@ def run_scaling(bench: Path, idx_dir: Path) -> dict:
 @click.option("--seed", type=click.IntRange(min=0), default=0, help="added to the default seed")
 @click.option("--stop", is_flag=True, help="stop at the target accuracy (reference only)")
 @click.option("--idx-dir", type=click.Path(exists=True, file_okay=False), default=None)
-def main(name: str, bench_dir: str, epochs: int, seed: int, stop: bool, idx_dir: str | None):
+@click.option("--framing", type=click.Choice(["true", "false"]), default="true")
+@click.option("--augment", type=click.Choice(["default", "auto", "false"]), default="default")
+def main(
+    name: str,
+    bench_dir: str,
+    epochs: int,
+    seed: int,
+    stop: bool,
+    idx_dir: str | None,
+    framing: str,
+    augment: str,
+):
     bench = Path(bench_dir)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{bench / 'mlflow.db'}"
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -473,12 +514,15 @@ def main(name: str, bench_dir: str, epochs: int, seed: int, stop: bool, idx_dir:
             result = run_classifier(bench, name, epochs, seed)
         elif name == "dcgan":
             result = run_dcgan(bench, epochs)
+        elif name == "digits-on-mnist":
+            result = run_digits_on_mnist(bench, framing == "true", augment, epochs)
         elif name == "scaling" and idx_dir:
             result = run_scaling(bench, Path(idx_dir))
         else:
             raise click.BadParameter(
                 f"{name!r}; expected reference, cnn-in-reference-loop, "
-                "reference-net-in-our-loop, mlp, cnn, rnn, dcgan, step or scaling --idx-dir"
+                "reference-net-in-our-loop, mlp, cnn, rnn, dcgan, digits-on-mnist, step or "
+                "scaling --idx-dir"
             )
     print(json.dumps({**result, "peak_rss_mb": peak_rss_mb()}))
 

@@ -39,6 +39,9 @@ def test_the_harness_runs_every_workload_and_writes_its_json(tmp_path):
         assert row["epochs"] and row["epochs"][-1]["step"] > 0
     assert results["cnn"][0]["mlflow_s"] > results["cnn"][0]["mlflow_in_training_s"] > 0
     assert results["cnn"][0]["model_uri"].startswith("models:/")
+    if "digits_on_mnist" in results:  # the real MNIST split is at hand
+        for row in results["digits_on_mnist"]:
+            assert all(0 <= s["mnist"] <= 1 for s in row["scores"].values()), row
     phases = results["step"]["phases"]
     assert {"imports", "run start", "training", "model logging", "plots"} <= phases.keys()
     assert all(seconds > 0 for seconds in phases.values()), phases
