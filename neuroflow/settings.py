@@ -7,6 +7,7 @@ Each entry point's options are the settings of the configs its step names, in th
     train_cnn     Inputs, TRAINING["cnn"], CNNConfig
     train_rnn     Inputs, TRAINING["rnn"], RNNConfig
     train_dcgan   GANInputs, GANTrainConfig, DCGANConfig
+    tune          TuneConfig (each trial: the family's TrainConfig and model config)
     register      RegisterConfig
     promote       PromoteConfig
     main          PipelineConfig
@@ -309,3 +310,62 @@ class PipelineConfig(Checked):
     )
     catalog: str = CATALOG.field()
     schema: str = SCHEMA.field()
+
+
+# --- tune -----------------------------------------------------------------------------------
+
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "hyperband", "none")
+
+# Each classifier family's default search space, for tune: a setting of its TrainConfig or
+# model config -> (low, high, "log" or "linear"), or a list of choices. A space file of the same
+# shape (JSON or YAML) replaces the ranges it names and adds settings it names anew.
+SPACES = {
+    "mlp": {
+        "lr": (3e-4, 1e-2, "log"),
+        "weight_decay": (1e-6, 1e-2, "log"),
+        "batch_size": [64, 128, 256],
+        "dropout": (0.0, 0.5, "linear"),
+        "hidden": ["256", "512,256", "1024,512"],
+    },
+    "cnn": {
+        "lr": (3e-4, 1e-2, "log"),
+        "weight_decay": (1e-6, 1e-2, "log"),
+        "batch_size": [64, 128, 256],
+        "dropout": (0.0, 0.5, "linear"),
+        "channels": ["16,32", "32,64", "16,32,64"],
+    },
+    "rnn": {
+        "lr": (3e-4, 1e-2, "log"),
+        "batch_size": [32, 64, 128],
+        "cell": ["lstm", "gru"],
+        "hidden_size": [64, 128, 256],
+    },
+}
+
+
+@config
+class TuneConfig(Checked):
+    family: str = setting("cnn", choices=tuple(SPACES), help="the classifier family to tune")
+    data: str = setting(
+        "latest",
+        check=check_data_value,
+        help="preprocess run id, runs:/<run id>/prepared, or latest",
+    )
+    trials: int = setting(20, low=1, help="trials to run in all, those of a resumed study included")
+    timeout: float = setting(
+        0.0, low=0, help="stop starting trials after this many seconds; 0: never"
+    )
+    epochs: int = setting(3, low=1, help="epochs of each trial")
+    seed: int = setting(0, low=0, help="the sampler's seed, and each trial's")
+    sampler: str = setting("tpe", choices=SAMPLERS, help="tpe: Optuna's TPE; random")
+    pruner: str = setting(
+        "median", choices=PRUNERS, help="stop a trial whose val_loss trails the others'"
+    )
+    space: str = setting("", help="a JSON or YAML file of ranges; empty: the family's default")
+    study: str = setting("", help="the study's name; empty: tune-<family>")
+    storage: str = setting(
+        "",
+        help="an SQL URL for the study (sqlite:///..., postgresql://...); empty: kept with the run",
+    )
+    workers: int = setting(1, low=1, high=32, help="local worker processes sharing the study")

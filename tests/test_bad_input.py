@@ -44,7 +44,16 @@ def bad_folders(root: Path) -> dict[str, Path]:
     write_idx(folders["few"] / "train-labels-idx1-ubyte", few_labels)
     plain_file = root / "plain.txt"
     plain_file.write_text("a file, not a folder\n")
-    return {**folders, "plain_file": plain_file, "missing": root / "missing"}
+    spaces = {  # search spaces for tune, each wrong in its own way
+        "space_unknown": '{"lr": [0.001, 0.01, "log"], "momentum": [0.8, 0.99, "linear"]}',
+        "space_reversed": '{"lr": [0.01, 0.001, "log"]}',
+        "space_log_zero": '{"weight_decay": [0, 0.01, "log"]}',
+        "space_not_a_map": '["lr"]',
+    }
+    for name, text in spaces.items():
+        (root / f"{name}.json").write_text(text)
+    spaces = {name: root / f"{name}.json" for name in spaces}
+    return {**folders, **spaces, "plain_file": plain_file, "missing": root / "missing"}
 
 
 def succeeded(result: MlflowRun) -> str:
@@ -223,6 +232,21 @@ ROWS = [
     row("promote", {"model_name": MODEL, "metric": "auc"}, "'auc' is not one of"),
     row("promote", {"model_name": MODEL, "min_delta": "-1"}, "-1.0 is not in the range x>=0"),
     row("promote", {"model_name": MODEL, "dry_run": "maybe"}, "'maybe' is not a valid boolean"),
+    # tune
+    row("tune", {"family": "dcgan"}, "'dcgan' is not one of 'mlp', 'cnn', 'rnn'"),
+    row("tune", {"sampler": "grid"}, "'grid' is not one of 'tpe', 'random'"),
+    row("tune", {"pruner": "always"}, "'always' is not one of 'median', 'hyperband', 'none'"),
+    row("tune", {"trials": "0"}, "0 is not in the range x>=1"),
+    row("tune", {"space": "{space_unknown}"}, "'momentum' is not a setting of train_cnn"),
+    row("tune", {"space": "{space_reversed}"}, "low 0.01 > high 0.001; expected low <= high"),
+    row("tune", {"space": "{space_log_zero}"}, "a log range from 0; expected low > 0"),
+    row("tune", {"space": "{space_not_a_map}"}, "expected a mapping of setting -> range"),
+    row("tune", {"space": "{missing}"}, "{missing}: cannot be read"),
+    row(
+        "tune",
+        {"storage": "sqlite:///{missing}/study.db"},
+        "storage 'sqlite:///{missing}/study.db' cannot be opened",
+    ),
     # main
     row(
         "main",
@@ -248,6 +272,7 @@ CLI_ROWS = [
     "register:run_id={failed_run}",
     f"promote:model_name={MODEL},candidate=99",
     "main:models=mlp,svm",
+    "tune:space={space_reversed}",
 ]
 
 

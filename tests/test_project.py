@@ -19,6 +19,7 @@ ENTRY_POINTS = [
     "train_cnn",
     "train_rnn",
     "train_dcgan",
+    "tune",
     "register",
     "promote",
     "main",

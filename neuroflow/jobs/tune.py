@@ -1,0 +1,231 @@
+"""The job of tune: an Optuna search over one classifier family's settings. Every trial is a
+run nested under the tune run; the best trial's network becomes the tune run's model, so
+register takes a tune run as it takes a training run."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+
+import mlflow
+import optuna
+import torch
+
+from neuroflow.data.prepared import load_prepared
+from neuroflow.errors import NeuroflowError
+from neuroflow.jobs.preprocess import preprocess_nested
+from neuroflow.models.build import build_classifier
+from neuroflow.settings import TuneConfig
+from neuroflow.tracking.lineage import log_splits, provenance_tags
+from neuroflow.tracking.models import log_classifier
+from neuroflow.tracking.runs import (
+    FAMILY_TAG,
+    STEP_TAG,
+    download,
+    experiment_id,
+    find_runs,
+    log_params_once,
+    params_of,
+    resolve_data,
+)
+from neuroflow.training import search
+from neuroflow.training.classifier import evaluate, fit, to_device
+from neuroflow.training.device import resolve_device, seed_everything
+
+STUDY_FILE = "study.db"  # the study of a tune run without a storage URL, kept as its artifact
+WEIGHTS = "weights.pt"  # each finished trial's network, tensors only
+
+
+def tune(config: TuneConfig) -> str:
+    """In the active run: search `config.family`'s space for the lowest val_loss, each trial a
+    nested run, and log the best trial's network as `model`. Returns its URI."""
+    mlflow.set_tags({STEP_TAG: "tune", FAMILY_TAG: config.family, **provenance_tags()})
+    log_params_once(params_of(config))
+    space = search.load_space(config.family, config.space)
+    name = config.study or f"tune-{config.family}"
+    mlflow.set_tag("study", name)
+    ref = resolve_data(config.data, experiment_id()) or preprocess_nested()
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = load_prepared(Path(download(ref.uri, tmp)))
+        kept = Path(tmp) / STUDY_FILE
+        storage = config.storage or f"sqlite:///{fetch_study(name, kept)}"
+        study = open_study(config, name, storage)
+        mlflow.log_params({"data_uri": ref.uri, "data_run_id": ref.run_id})
+        mlflow.log_param("data_digest", prepared.digest)
+        log_splits(prepared, ref.uri)
+        device = resolve_device("auto")
+        splits = {
+            s: to_device(prepared.images[s], prepared.labels[s], device)
+            for s in ("train", "val", "test")
+        }
+        trial = Trial(config, space, prepared, splits, device)
+        keep = (lambda study, _: mlflow.log_artifact(str(kept))) if not config.storage else None
+        left = config.trials - len(finished(study))
+        if left > 0:
+            try:
+                study.optimize(
+                    trial,
+                    n_trials=left,
+                    timeout=config.timeout or None,
+                    callbacks=[keep] if keep else None,
+                    catch=(),
+                )
+            except ValueError as error:
+                if "distribution" not in str(error):
+                    raise
+                raise NeuroflowError(
+                    f"study {name!r} was searched over another space ({error}); expected the "
+                    "same space, or another study name"
+                ) from None
+    return log_best(study, config, space, prepared, splits["test"], device)
+
+
+def fetch_study(name: str, path: Path) -> Path:
+    """`path`, holding the study `name` of the newest tune run that kept one, when one did (a
+    tune run again with the same study goes on from its finished trials)."""
+    where = f"tags.{STEP_TAG} = 'tune' and tags.study = '{name}'"
+    active = mlflow.active_run().info.run_id
+    for run in find_runs(experiment_id(), where):
+        if run.info.run_id == active:
+            continue
+        files = mlflow.MlflowClient().list_artifacts(run.info.run_id)
+        if any(f.path == STUDY_FILE for f in files):
+            download(f"runs:/{run.info.run_id}/{STUDY_FILE}", str(path.parent))
+            mlflow.set_tag("resumed_study_from", run.info.run_id)
+            break
+    return path
+
+
+def open_study(config: TuneConfig, name: str, storage: str):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.create_study(
+            study_name=name,
+            storage=storage,
+            load_if_exists=True,
+            direction="minimize",
+            sampler=search.sampler(config),
+            pruner=search.pruner(config),
+        )
+    except Exception as error:  # SQLAlchemy and the database drivers fail in many ways
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise NeuroflowError(
+            f"storage {config.storage or storage!r} cannot be opened ({first}); expected a "
+            "reachable SQL database URL such as sqlite:///study.db"
+        ) from None
+
+
+def finished(study) -> list:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return study.get_trials(deepcopy=False, states=states)
+
+
+class Trial:
+    """The objective: one trial trained in a nested run, its val_loss reported every epoch."""
+
+    def __init__(self, config: TuneConfig, space: dict, prepared, splits: dict, device):
+        self.config, self.space, self.prepared = config, space, prepared
+        self.splits, self.device = splits, device
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        family, prepared = self.config.family, self.prepared
+        training, model_config = search.suggest(trial, self.space, family, self.config)
+        pruned = False
+        with mlflow.start_run(nested=True, run_name=f"trial {trial.number}") as run:
+            trial.set_user_attr("mlflow_run_id", run.info.run_id)
+            mlflow.set_tags({"trial": str(trial.number), "pruned": "false"})
+            mlflow.log_params({k: str(v) for k, v in trial.params.items()})
+            seed_everything(training.seed)
+            model = build_classifier(
+                family,
+                model_config,
+                prepared.image_shape,
+                prepared.mean,
+                prepared.std,
+                prepared.classes,
+            ).to(self.device)
+
+            def on_epoch(metrics: dict[str, float], epoch: int) -> None:
+                mlflow.log_metrics(metrics, step=epoch)
+                trial.report(metrics["val_loss"], epoch)
+                mlflow.log_metric("epochs_trained", epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"val_loss {metrics['val_loss']:.4f} at {epoch}")
+
+            try:
+                result = fit(model, self.splits["train"], self.splits["val"], training, on_epoch)
+            except optuna.TrialPruned:
+                pruned = True
+                mlflow.set_tag("pruned", "true")
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    torch.save(model.state_dict(), Path(tmp) / WEIGHTS)
+                    mlflow.log_artifact(str(Path(tmp) / WEIGHTS))
+        if pruned:
+            raise optuna.TrialPruned()
+        return min(epoch["val_loss"] for epoch in result.history)
+
+
+def log_best(study, config: TuneConfig, space: dict, prepared, test, device) -> str:
+    """Log the search's outcome on the tune run and the best trial's network as `model`."""
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise NeuroflowError(
+            f"study {study.study_name!r} has no finished trial (all {len(study.trials)} were "
+            "pruned or failed); expected at least one: raise trials or set pruner=none"
+        )
+    best = study.best_trial
+    counts = {state.name.lower(): 0 for state in optuna.trial.TrialState}
+    for trial in study.trials:
+        counts[trial.state.name.lower()] += 1
+    epochs = sum(len(t.intermediate_values) for t in study.trials)
+    mlflow.log_metrics({"best_val_loss": best.value, "trial_epochs": epochs})
+    mlflow.log_metrics({f"trials_{state}": n for state, n in counts.items() if n})
+    mlflow.log_params({f"best_{k}": str(v) for k, v in best.params.items()})
+    mlflow.set_tag("best_trial_run", best.user_attrs["mlflow_run_id"])
+    log_study_plots(study)
+    _, model_config = search.suggest(
+        optuna.trial.FixedTrial(best.params), space, config.family, config
+    )
+    model = build_classifier(
+        config.family,
+        model_config,
+        prepared.image_shape,
+        prepared.mean,
+        prepared.std,
+        prepared.classes,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"runs:/{best.user_attrs['mlflow_run_id']}/{WEIGHTS}"
+        model.load_state_dict(torch.load(download(uri, tmp), weights_only=True))
+    model = model.to(device)
+    result = evaluate(model, *test)
+    mlflow.log_metrics({"test_accuracy": result.accuracy, "test_loss": result.loss})
+    info = log_classifier(model, prepared.images["test"][:4])
+    mlflow.set_tag("model_uri", info.model_uri)
+    print(
+        f"tune: best of {len(study.trials)} trials is trial {best.number}, val_loss "
+        f"{best.value:.4f}, test_accuracy {result.accuracy:.4f}: {best.params}"
+    )
+    return info.model_uri
+
+
+def log_study_plots(study) -> None:
+    """Optuna's matplotlib plots of the search, those it can draw for this study."""
+    from optuna.visualization import matplotlib as drawn
+
+    figures = {
+        "optimization_history": drawn.plot_optimization_history,
+        "param_importances": drawn.plot_param_importances,
+        "parallel_coordinate": drawn.plot_parallel_coordinate,
+    }
+    for name, draw in figures.items():
+        try:
+            with warnings.catch_warnings():  # two of them are marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                axes = draw(study)
+        except (ValueError, RuntimeError):  # e.g. importances need two finished trials
+            continue
+        axes = axes.flatten()[0] if hasattr(axes, "flatten") else axes
+        mlflow.log_figure(axes.get_figure(), f"plots/{name}.png")

@@ -1,0 +1,112 @@
+"""tune in-process on tiny data: trials as nested runs, the best as the model, a study that
+goes on where it stopped, and the same trials for the same seed."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from neuroflow.errors import ConfigError
+from neuroflow.jobs.register import register
+from neuroflow.jobs.tune import tune
+from neuroflow.settings import TuneConfig
+from neuroflow.training.search import load_space
+
+
+@pytest.fixture
+def small_space(tmp_path):
+    """A narrow MLP space, so a trial takes a fraction of a second."""
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps({"hidden": ["32", "64"], "batch_size": [32, 64]}))
+    return str(path)
+
+
+def run_tune(data: str, space: str, **overrides):
+    chosen = {"family": "mlp", "data": data, "space": space, "epochs": 2, "trials": 3}
+    config = TuneConfig(**{**chosen, **overrides})
+    with mlflow.start_run() as run:
+        tune(config)
+    return mlflow.get_run(run.info.run_id)
+
+
+def trials_of(run_id: str) -> list:
+    where = f"tags.mlflow.parentRunId = '{run_id}'"
+    runs = mlflow.search_runs(filter_string=where, output_format="list")
+    return sorted(runs, key=lambda r: int(r.data.tags["trial"]))
+
+
+def test_each_trial_is_a_nested_run_and_the_best_is_the_model_register_takes(prepared, small_space):
+    run = run_tune(prepared.run_id, small_space, pruner="none")
+    trials = trials_of(run.info.run_id)
+    assert [t.data.tags["trial"] for t in trials] == ["0", "1", "2"]
+    client = MlflowClient()
+    for trial in trials:
+        assert trial.data.tags["pruned"] == "false"
+        assert {"hidden", "batch_size", "lr"} <= trial.data.params.keys()
+        steps = [m.step for m in client.get_metric_history(trial.info.run_id, "val_loss")]
+        assert steps == [1, 2]
+    best = min(
+        min(m.value for m in client.get_metric_history(t.info.run_id, "val_loss")) for t in trials
+    )
+    assert run.data.metrics["best_val_loss"] == pytest.approx(best)
+    assert run.data.tags["family"] == "mlp" and run.data.tags["step"] == "tune"
+    assert 0 <= run.data.metrics["test_accuracy"] <= 1
+    assert run.data.metrics["trial_epochs"] == 6
+    plots = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
+    assert "plots/optimization_history.png" in plots
+    with mlflow.start_run():
+        version = register(run.info.run_id, "", "", "")
+    assert version.run_id == run.info.run_id and version.aliases == ["challenger"]
+
+
+def test_the_same_seed_gives_the_same_trials(prepared, small_space):
+    first = run_tune(prepared.run_id, small_space, study="a", seed=3)
+    again = run_tune(prepared.run_id, small_space, study="b", seed=3)
+    other = run_tune(prepared.run_id, small_space, study="c", seed=4)
+
+    def drawn(run):
+        return [t.data.params for t in trials_of(run.info.run_id)]
+
+    assert drawn(first) == drawn(again)
+    assert drawn(first) != drawn(other)
+
+
+def test_a_tune_run_again_with_the_same_study_keeps_its_finished_trials(prepared, small_space):
+    first = run_tune(prepared.run_id, small_space, study="kept", trials=2)
+    more = run_tune(prepared.run_id, small_space, study="kept", trials=3)
+    assert more.data.tags["resumed_study_from"] == first.info.run_id
+    assert [t.data.tags["trial"] for t in trials_of(more.info.run_id)] == ["2"]
+    assert more.data.metrics["trials_complete"] + more.data.metrics.get("trials_pruned", 0) == 3
+
+
+def test_a_pruned_trial_stops_early_and_says_so(prepared, small_space):
+    run = run_tune(prepared.run_id, small_space, trials=8, pruner="median", epochs=3)
+    trials = trials_of(run.info.run_id)
+    pruned = [t for t in trials if t.data.tags["pruned"] == "true"]
+    assert run.data.metrics.get("trials_pruned", 0) == len(pruned)
+    for trial in pruned:
+        assert trial.data.metrics["epochs_trained"] < 3
+    assert run.data.metrics["trial_epochs"] == sum(t.data.metrics["epochs_trained"] for t in trials)
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"lr": [0.1, 0.01, "log"]}, "low 0.1 > high 0.01"),
+        ({"lr": [-1, 0.01, "log"]}, "a log range from -1; expected low > 0"),
+        ({"depth": [1, 3, "linear"]}, "'depth' is not a setting of train_cnn"),
+        ({"cell": ["lstm"]}, "'cell' is not a setting of train_cnn"),  # the RNN's
+        ({"channels": [1, 2, "linear"]}, "a range, but channels is not a number"),
+        ({"lr": []}, "expected [low, high, 'log' or 'linear'] or a list of choices"),
+    ],
+)
+def test_a_bad_space_is_refused_with_its_setting_named(tmp_path, space, message):
+    path = tmp_path / "space.yaml"
+    path.write_text(json.dumps(space))
+    with pytest.raises(ConfigError) as error:
+        load_space("cnn", str(path))
+    assert message in str(error.value)
+    assert error.value.fields == (next(iter(space)),)
