@@ -110,3 +110,19 @@ def test_a_bad_space_is_refused_with_its_setting_named(tmp_path, space, message)
         load_space("cnn", str(path))
     assert message in str(error.value)
     assert error.value.fields == (next(iter(space)),)
+
+
+def test_two_workers_share_one_study_and_run_every_trial_once(prepared, small_space, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    run = run_tune(prepared.run_id, small_space, trials=4, workers=2, storage=storage)
+    import optuna
+
+    study = optuna.load_study(study_name="tune-mlp", storage=storage)
+    numbers = sorted(t.number for t in study.trials)
+    assert len(numbers) >= 4 and numbers == list(range(len(numbers)))  # none lost
+    assert all(t.state.is_finished() for t in study.trials)
+    trials = trials_of(run.info.run_id)  # both workers' trials, under the one tune run
+    assert sorted(int(t.data.tags["trial"]) for t in trials) == numbers  # each run once
+    assert run.data.metrics["trials_complete"] + run.data.metrics.get("trials_pruned", 0) == len(
+        numbers
+    )

@@ -4,13 +4,19 @@ register takes a tune run as it takes a training run."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import warnings
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import mlflow
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from neuroflow.data.prepared import load_prepared
 from neuroflow.errors import NeuroflowError
@@ -59,26 +65,83 @@ def tune(config: TuneConfig) -> str:
             s: to_device(prepared.images[s], prepared.labels[s], device)
             for s in ("train", "val", "test")
         }
-        trial = Trial(config, space, prepared, splits, device)
+        parent = mlflow.active_run().info.run_id
+        share_cores(config.workers)
+        others = [
+            start_worker(config, parent, ref.uri, storage, i) for i in range(1, config.workers)
+        ]
         keep = (lambda study, _: mlflow.log_artifact(str(kept))) if not config.storage else None
-        left = config.trials - len(finished(study))
-        if left > 0:
-            try:
-                study.optimize(
-                    trial,
-                    n_trials=left,
-                    timeout=config.timeout or None,
-                    callbacks=[keep] if keep else None,
-                    catch=(),
-                )
-            except ValueError as error:
-                if "distribution" not in str(error):
-                    raise
-                raise NeuroflowError(
-                    f"study {name!r} was searched over another space ({error}); expected the "
-                    "same space, or another study name"
-                ) from None
+        search_study(study, Trial(config, space, prepared, splits, device, parent), config, keep)
+        failed = [worker.wait() for worker in others]
+        if any(failed):
+            count = sum(map(bool, failed))
+            raise NeuroflowError(f"{count} of the tune's workers failed (their errors are above)")
+        if keep:
+            keep(study, None)
     return log_best(study, config, space, prepared, splits["test"], device)
+
+
+def search_study(study, trial, config: TuneConfig, after_each=None) -> None:
+    """Run trials until the study holds config.trials (every worker counts toward them)."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    enough = optuna.study.MaxTrialsCallback(config.trials, states=states)
+    if len(study.get_trials(deepcopy=False, states=states)) >= config.trials:
+        return
+    try:
+        study.optimize(
+            trial,
+            timeout=config.timeout or None,
+            callbacks=[enough, *([after_each] if after_each else [])],
+            catch=(),
+        )
+    except ValueError as error:
+        if "distribution" not in str(error):
+            raise
+        raise NeuroflowError(
+            f"study {study.study_name!r} was searched over another space ({error}); expected "
+            "the same space, or another study name"
+        ) from None
+
+
+def start_worker(config: TuneConfig, parent: str, data_uri: str, storage: str, index: int):
+    """Worker `index`: another process drawing trials from the same study, logging them
+    under the tune run `parent` (python -m neuroflow.jobs.tune, below)."""
+    args = json.dumps(
+        {
+            "config": asdict(config),
+            "parent": parent,
+            "data": data_uri,
+            "storage": storage,
+            "index": index,
+        }
+    )
+    root = str(Path(__file__).resolve().parents[2])  # where neuroflow is, wherever we run
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    return subprocess.Popen([sys.executable, "-m", "neuroflow.jobs.tune", args], env=env)
+
+
+def worker(args: dict) -> None:
+    """One worker's trials, its sampler seeded apart so workers do not draw the same ones."""
+    config = TuneConfig(**args["config"])
+    share_cores(config.workers)
+    config = replace(config, seed=config.seed + args["index"], workers=1)
+    space = search.load_space(config.family, config.space)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = load_prepared(Path(download(args["data"], tmp)))
+    device = resolve_device("auto")
+    splits = {
+        s: to_device(prepared.images[s], prepared.labels[s], device) for s in ("train", "val")
+    }
+    study = open_study(config, config.study or f"tune-{config.family}", args["storage"])
+    search_study(study, Trial(config, space, prepared, splits, device, args["parent"]), config)
+
+
+def share_cores(workers: int) -> None:
+    """Each of `workers` processes takes its share of the cores: more threads than cores only
+    makes them wait on each other."""
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def fetch_study(name: str, path: Path) -> Path:
@@ -116,23 +179,19 @@ def open_study(config: TuneConfig, name: str, storage: str):
         ) from None
 
 
-def finished(study) -> list:
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return study.get_trials(deepcopy=False, states=states)
-
-
 class Trial:
     """The objective: one trial trained in a nested run, its val_loss reported every epoch."""
 
-    def __init__(self, config: TuneConfig, space: dict, prepared, splits: dict, device):
+    def __init__(self, config: TuneConfig, space: dict, prepared, splits: dict, device, parent):
         self.config, self.space, self.prepared = config, space, prepared
-        self.splits, self.device = splits, device
+        self.splits, self.device, self.parent = splits, device, parent
 
     def __call__(self, trial: optuna.Trial) -> float:
         family, prepared = self.config.family, self.prepared
         training, model_config = search.suggest(trial, self.space, family, self.config)
         pruned = False
-        with mlflow.start_run(nested=True, run_name=f"trial {trial.number}") as run:
+        name = f"trial {trial.number}"
+        with mlflow.start_run(nested=True, parent_run_id=self.parent, run_name=name) as run:
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
             mlflow.set_tags({"trial": str(trial.number), "pruned": "false"})
             mlflow.log_params({k: str(v) for k, v in trial.params.items()})
@@ -229,3 +288,7 @@ def log_study_plots(study) -> None:
             continue
         axes = axes.flatten()[0] if hasattr(axes, "flatten") else axes
         mlflow.log_figure(axes.get_figure(), f"plots/{name}.png")
+
+
+if __name__ == "__main__":  # a worker, started by start_worker
+    worker(json.loads(sys.argv[1]))
