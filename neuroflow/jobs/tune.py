@@ -272,6 +272,7 @@ def log_best(study, config: TuneConfig, space: dict, prepared, test, device) -> 
 
 def log_study_plots(study) -> None:
     """Optuna's matplotlib plots of the search, those it can draw for this study."""
+    from matplotlib import pyplot
     from optuna.visualization import matplotlib as drawn
 
     figures = {
@@ -287,7 +288,9 @@ def log_study_plots(study) -> None:
         except (ValueError, RuntimeError):  # e.g. importances need two finished trials
             continue
         axes = axes.flatten()[0] if hasattr(axes, "flatten") else axes
-        mlflow.log_figure(axes.get_figure(), f"plots/{name}.png")
+        figure = axes.get_figure()
+        mlflow.log_figure(figure, f"plots/{name}.png")
+        pyplot.close(figure)  # Optuna draws with pyplot, which keeps every figure open
 
 
 if __name__ == "__main__":  # a worker, started by start_worker
