@@ -52,3 +52,21 @@ def test_the_harness_runs_every_workload_and_writes_its_json(tmp_path):
     assert "train_cnn refusing a bad option" in results["startup"]
     assert "time to 98% test accuracy" in done.stdout and "scaling" in done.stdout
     assert (ROOT / "mlruns").exists() == had_mlruns, "the harness wrote into the checkout"
+
+
+def test_the_tune_benchmark_runs_and_writes_its_json(tmp_path):
+    out = tmp_path / "tune.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.tune", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for name in ("none", "median", "workers_1", "workers_2"):
+        assert results[name]["trials"] >= 2 and results[name]["wall_s"] > 0, name
+    assert results["none"]["pruned"] == 0
+    assert "pruning saved" in done.stdout
