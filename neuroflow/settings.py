@@ -303,6 +303,9 @@ class PipelineConfig(Checked):
     epochs: int = setting(
         0, low=0, help="epochs for every trainer; 0 = each trainer's own default, tuned for a CPU"
     )
+    tune_trials: int = setting(
+        0, low=0, help="tune each classifier family with this many trials; 0 = train the defaults"
+    )
     use_cache: bool = setting(True, help="reuse finished steps")
     promote: bool = setting(True, help="run promote after register")
     env_manager: str = setting(

@@ -126,3 +126,29 @@ def test_two_workers_share_one_study_and_run_every_trial_once(prepared, small_sp
     assert run.data.metrics["trials_complete"] + run.data.metrics.get("trials_pruned", 0) == len(
         numbers
     )
+
+
+def test_main_with_tune_trials_tunes_each_classifier_and_trains_the_dcgan(tracking, monkeypatch):
+    from neuroflow.jobs import main as main_job
+    from neuroflow.settings import PipelineConfig
+
+    asked = []
+    monkeypatch.setattr(
+        main_job.Pipeline,
+        "step",
+        lambda self, step, params, still_valid=None: asked.append((step, params)),
+    )
+    data = "d" * 32
+    with mlflow.start_run():
+        tuning = main_job.Pipeline(PipelineConfig(tune_trials=5, epochs=2))
+        tuning.train("cnn", data)
+        tuning.train("dcgan", data, evaluator="models:/digits_cnn/1")
+        main_job.Pipeline(PipelineConfig()).train("mlp", data)
+    (tuned, params), (dcgan, _), (mlp, _) = asked
+    assert tuned == "tune" and (params["family"], params["trials"], params["epochs"]) == (
+        "cnn",
+        5,
+        2,
+    )
+    assert params["study"].startswith("cnn-") and params["study"].endswith(data[:12])
+    assert (dcgan, mlp) == ("train_dcgan", "train_mlp")
