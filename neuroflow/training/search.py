@@ -114,8 +114,8 @@ def sampler(config: TuneConfig):
 def pruner(config: TuneConfig):
     import optuna
 
-    if config.pruner == "median":  # after 3 trials, from each trial's second epoch
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if config.pruner == "median":  # after 3 trials, from each trial's first epoch
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
     if config.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs)
     return optuna.pruners.NopPruner()
