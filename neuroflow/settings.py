@@ -323,24 +323,25 @@ PRUNERS = ("median", "hyperband", "none")
 # Each classifier family's default search space, for tune: a setting of its TrainConfig or
 # model config -> (low, high, "log" or "linear"), or a list of choices. A space file of the same
 # shape (JSON or YAML) replaces the ranges it names and adds settings it names anew.
+ADAMW_SPACE = {  # what every family searches over, its optimiser and batch size
+    "lr": (3e-4, 1e-2, "log"),
+    "weight_decay": (1e-6, 1e-2, "log"),
+    "batch_size": [64, 128, 256],
+}
 SPACES = {
     "mlp": {
-        "lr": (3e-4, 1e-2, "log"),
-        "weight_decay": (1e-6, 1e-2, "log"),
-        "batch_size": [64, 128, 256],
+        **ADAMW_SPACE,
         "dropout": (0.0, 0.5, "linear"),
         "hidden": ["256", "512,256", "1024,512"],
     },
     "cnn": {
-        "lr": (3e-4, 1e-2, "log"),
-        "weight_decay": (1e-6, 1e-2, "log"),
-        "batch_size": [64, 128, 256],
+        **ADAMW_SPACE,
         "dropout": (0.0, 0.5, "linear"),
         "channels": ["16,32", "32,64", "16,32,64"],
     },
     "rnn": {
-        "lr": (3e-4, 1e-2, "log"),
-        "batch_size": [32, 64, 128],
+        **ADAMW_SPACE,
+        "batch_size": [32, 64, 128],  # smaller: see TRAINING["rnn"]
         "cell": ["lstm", "gru"],
         "hidden_size": [64, 128, 256],
     },

@@ -14,17 +14,18 @@ from helpers import ROOT, python_env
 pytestmark = pytest.mark.slow  # a process per workload: minutes
 
 
+def quick_run(module: str, out) -> subprocess.CompletedProcess:
+    """python -m <module> --quick, writing its JSON to `out`."""
+    command = [sys.executable, "-m", module, "--quick", "--json", str(out)]
+    return subprocess.run(
+        command, cwd=ROOT, env=python_env(), capture_output=True, text=True, timeout=900
+    )
+
+
 def test_the_harness_runs_every_workload_and_writes_its_json(tmp_path):
     out = tmp_path / "results.json"
     had_mlruns = (ROOT / "mlruns").exists()
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)],
-        cwd=ROOT,
-        env=python_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = quick_run("benchmarks", out)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
     assert results["quick"] is True
@@ -56,14 +57,7 @@ def test_the_harness_runs_every_workload_and_writes_its_json(tmp_path):
 
 def test_the_tune_benchmark_runs_and_writes_its_json(tmp_path):
     out = tmp_path / "tune.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.tune", "--quick", "--json", str(out)],
-        cwd=ROOT,
-        env=python_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = quick_run("benchmarks.tune", out)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
     for name in ("none", "median", "workers_1", "workers_2"):
