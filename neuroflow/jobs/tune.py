@@ -49,7 +49,7 @@ def tune(config: TuneConfig) -> str:
     mlflow.set_tags({STEP_TAG: "tune", FAMILY_TAG: config.family, **provenance_tags()})
     log_params_once(params_of(config))
     space = search.load_space(config.family, config.space)
-    name = config.study or f"tune-{config.family}"
+    name = study_name(config)
     mlflow.set_tag("study", name)
     ref = resolve_data(config.data, experiment_id()) or preprocess_nested()
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,8 +133,12 @@ def worker(args: dict) -> None:
     splits = {
         s: to_device(prepared.images[s], prepared.labels[s], device) for s in ("train", "val")
     }
-    study = open_study(config, config.study or f"tune-{config.family}", args["storage"])
+    study = open_study(config, study_name(config), args["storage"])
     search_study(study, Trial(config, space, prepared, splits, device, args["parent"]), config)
+
+
+def study_name(config: TuneConfig) -> str:
+    return config.study or f"tune-{config.family}"
 
 
 def share_cores(workers: int) -> None:
