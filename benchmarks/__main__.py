@@ -180,12 +180,18 @@ def bench_env(bench: Path) -> dict:
     return env
 
 
-def timed(command: list[str], cwd: Path) -> float:
+def checked(command: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
+    """Run `command` against the bench's store: (what it printed, its wall time); a failure
+    stops the benchmark with its stderr."""
     started = time.perf_counter()
     done = subprocess.run(command, cwd=cwd, env=bench_env(cwd), capture_output=True, text=True)
     if done.returncode != 0:
         raise click.ClickException(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started
+    return done, time.perf_counter() - started
+
+
+def timed(command: list[str], cwd: Path) -> float:
+    return checked(command, cwd)[1]
 
 
 def user_row(bench: Path) -> dict:
@@ -213,19 +219,12 @@ def user_row(bench: Path) -> dict:
 def cached_main_rerun(work: Path) -> dict:
     """`mlflow run .` with 1 epoch per trainer, then the same again, which reuses every step
     from the step cache; the count of steps it reused tells if it did."""
-    env = bench_env(work)
-    command = [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local"]
-    command += ["-P", "epochs=1"]
-    times = []
-    for _ in range(2):
-        started = time.perf_counter()
-        done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise click.ClickException(f"mlflow run failed:\n{done.stderr[-3000:]}")
-        times.append(time.perf_counter() - started)
+    command = [*mlflow_run("main"), "-P", "epochs=1"]
+    _, first = checked(command, work)
+    done, rerun = checked(command, work)
     return {
-        "first_run_s": times[0],
-        "cached_rerun_s": times[1],
+        "first_run_s": first,
+        "cached_rerun_s": rerun,
         "rerun_reused_steps": done.stdout.count(": reusing run "),  # as main prints each
     }
 

@@ -11,28 +11,21 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import click
 
-from benchmarks.__main__ import SIBLING_MNIST, bench_env, mlflow_run, prepare_bench
+from benchmarks.__main__ import SIBLING_MNIST, mlflow_run, prepare_bench, timed
 
 
 def tune_run(bench: Path, data: str, **params) -> dict:
     """`mlflow run . -e tune` with `params`: its wall time and what its run logged."""
-    import subprocess
-
     import mlflow
 
     command = [*mlflow_run("tune"), "-P", f"data={data}"]
     for key, value in params.items():
         command += ["-P", f"{key}={value}"]
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=bench, env=bench_env(bench), capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise click.ClickException(f"tune {params} failed:\n{done.stderr[-3000:]}")
+    wall = timed(command, bench)
     where = f"tags.step = 'tune' and tags.study = '{params['study']}'"
     (run,) = mlflow.search_runs(filter_string=where, output_format="list")
     metrics = run.data.metrics
@@ -47,14 +40,9 @@ def tune_run(bench: Path, data: str, **params) -> dict:
 
 
 def defaults_run(bench: Path, data: str, epochs: int) -> float:
-    import subprocess
-
     import mlflow
 
-    command = [*mlflow_run("train_cnn"), "-P", f"data={data}", "-P", f"epochs={epochs}"]
-    done = subprocess.run(command, cwd=bench, env=bench_env(bench), capture_output=True, text=True)
-    if done.returncode != 0:
-        raise click.ClickException(f"train_cnn failed:\n{done.stderr[-3000:]}")
+    timed([*mlflow_run("train_cnn"), "-P", f"data={data}", "-P", f"epochs={epochs}"], bench)
     where = "tags.step = 'train_cnn'"
     newest = ["attributes.start_time DESC"]
     (run,) = mlflow.search_runs(
