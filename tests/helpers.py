@@ -82,15 +82,31 @@ def mlflow_run(
     """`mlflow run <project> -e <entry_point> <options> -P k=v ...`, as a user types it, with
     `--env-manager local` unless `options` say otherwise, and `python` resolving to this
     interpreter."""
-    command = [sys.executable, "-m", "mlflow", "run", str(project), "-e", entry_point, *options]
-    for key, value in params.items():
-        command += ["-P", f"{key}={value}"]
-    env = python_env(MLFLOW_TRACKING_URI=tracking_uri, **(env or {}))
-    env.pop("MLFLOW_RUN_ID", None)
+    command = mlflow_run_command(entry_point, project, options, **params)
+    env = mlflow_run_env(tracking_uri, **(env or {}))
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
     # The last "Run (ID ...)" line is this run's own; children of main print theirs earlier.
     found = re.findall(r"Run \(ID '([0-9a-f]{32})'\)", result.stderr)
     return MlflowRun(result.returncode, result.stderr, found[-1] if found else None)
+
+
+def mlflow_run_command(
+    entry_point: str,
+    project: Path | str = ROOT,
+    options: tuple[str, ...] = ("--env-manager", "local"),
+    **params,
+) -> list[str]:
+    command = [sys.executable, "-m", "mlflow", "run", str(project), "-e", entry_point, *options]
+    for key, value in params.items():
+        command += ["-P", f"{key}={value}"]
+    return command
+
+
+def mlflow_run_env(tracking_uri: str, **extra: str) -> dict[str, str]:
+    """The environment `mlflow run` is started in: tracking to `tracking_uri`, in no run."""
+    env = python_env(MLFLOW_TRACKING_URI=tracking_uri, **extra)
+    env.pop("MLFLOW_RUN_ID", None)
+    return env
 
 
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]

@@ -9,6 +9,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from benchmarks.tune import kill_when, trial_training
+from helpers import Store, mlflow_run_command, mlflow_run_env
 from neuroflow.errors import ConfigError
 from neuroflow.jobs.register import register
 from neuroflow.jobs.tune import tune
@@ -152,3 +154,49 @@ def test_main_with_tune_trials_tunes_each_classifier_and_trains_the_dcgan(tracki
     )
     assert params["study"].startswith("cnn-") and params["study"].endswith(data[:12])
     assert (dcgan, mlp) == ("train_dcgan", "train_mlp")
+
+
+def killed_mid_trial(store: Store, params: dict, trial: int) -> str:
+    """`mlflow run . -e tune` with `params`, its process group killed with SIGKILL once trial
+    `trial` has trained an epoch. Returns the killed tune run's id."""
+    mlflow.set_tracking_uri(store.uri)
+    try:
+        command, env = mlflow_run_command("tune", **params), mlflow_run_env(store.uri)
+        kill_when(command, store.folder, env, trial_training(trial))
+    finally:
+        mlflow.set_tracking_uri(None)
+    (run,) = store.runs(f"tags.trial = '{trial}'")
+    return run.data.tags["mlflow.parentRunId"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shared", [False, True], ids=["kept-with-the-run", "shared-storage"])
+def test_a_killed_tune_run_again_keeps_its_finished_trials_and_reruns_the_lost_one(
+    tmp_path, shared
+):
+    store = Store(tmp_path)
+    data = store.step("preprocess", source="digits")
+    assert data.returncode == 0, data.stderr
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"hidden": ["32", "64", "128"], "lr": [1e-3, 1e-2, "log"]}))
+    params = {"family": "mlp", "data": data.run_id, "space": space, "trials": 4, "epochs": 25}
+    params |= {"pruner": "none", "study": "killed"}
+    if shared:
+        params["storage"] = f"sqlite:///{tmp_path / 'study.db'}"
+    killed = killed_mid_trial(store, params, trial=2)
+
+    resumed = store.run("tune", **params)
+    assert resumed.returncode == 0, resumed.stderr
+    run = store.get(resumed.run_id)
+    if not shared:  # the study came from the killed run, now marked so
+        assert run.data.tags["resumed_study_from"] == killed
+        assert store.get(killed).info.status == "KILLED"
+    assert run.data.metrics["trials_complete"] == 4
+    assert run.data.metrics["trials_fail"] == 1
+
+    trials = sorted(store.runs("tags.trial != ''"), key=lambda r: int(r.data.tags["trial"]))
+    parents = [trial.data.tags["mlflow.parentRunId"] for trial in trials]
+    assert parents == [killed, killed, killed, resumed.run_id, resumed.run_id]
+    statuses = [trial.info.status for trial in trials]
+    assert statuses == ["FINISHED", "FINISHED", "KILLED", "FINISHED", "FINISHED"]
+    assert trials[3].data.params == trials[2].data.params  # the lost trial, run again

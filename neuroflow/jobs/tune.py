@@ -30,16 +30,21 @@ from neuroflow.tracking.runs import (
     STEP_TAG,
     download,
     experiment_id,
-    find_runs,
     log_params_once,
     params_of,
     resolve_data,
+)
+from neuroflow.tracking.studies import (
+    STUDY_FILE,
+    fail_killed_trials,
+    fetch_study,
+    keep_study,
+    open_study,
 )
 from neuroflow.training import search
 from neuroflow.training.classifier import evaluate, fit, to_device
 from neuroflow.training.device import resolve_device, seed_everything
 
-STUDY_FILE = "study.db"  # the study of a tune run without a storage URL, kept as its artifact
 WEIGHTS = "weights.pt"  # each finished trial's network, tensors only
 
 
@@ -54,9 +59,11 @@ def tune(config: TuneConfig) -> str:
     ref = resolve_data(config.data, experiment_id()) or preprocess_nested()
     with tempfile.TemporaryDirectory() as tmp:
         prepared = load_prepared(Path(download(ref.uri, tmp)))
-        kept = Path(tmp) / STUDY_FILE
-        storage = config.storage or f"sqlite:///{fetch_study(name, kept)}"
-        study = open_study(config, name, storage)
+        kept = None if config.storage else Path(tmp) / STUDY_FILE
+        copied = kept is not None and fetch_study(name, kept)
+        url = config.storage or f"sqlite:///{kept}"
+        study = open_study(name, url, search.sampler(config), search.pruner(config), config.storage)
+        fail_killed_trials(study, copied)
         mlflow.log_params({"data_uri": ref.uri, "data_run_id": ref.run_id})
         mlflow.log_param("data_digest", prepared.digest)
         log_splits(prepared, ref.uri)
@@ -67,17 +74,16 @@ def tune(config: TuneConfig) -> str:
         }
         parent = mlflow.active_run().info.run_id
         share_cores(config.workers)
-        others = [
-            start_worker(config, parent, ref.uri, storage, i) for i in range(1, config.workers)
-        ]
-        keep = (lambda study, _: mlflow.log_artifact(str(kept))) if not config.storage else None
-        search_study(study, Trial(config, space, prepared, splits, device, parent), config, keep)
+        others = [start_worker(config, parent, ref.uri, url, i) for i in range(1, config.workers)]
+        keep = (lambda *_: keep_study(kept, parent)) if kept else None
+        trial = Trial(config, space, prepared, splits, device, parent, on_start=keep)
+        search_study(study, trial, config, after_each=keep)
         failed = [worker.wait() for worker in others]
         if any(failed):
             count = sum(map(bool, failed))
             raise NeuroflowError(f"{count} of the tune's workers failed (their errors are above)")
         if keep:
-            keep(study, None)
+            keep()
     return log_best(study, config, space, prepared, splits["test"], device)
 
 
@@ -133,7 +139,9 @@ def worker(args: dict) -> None:
     splits = {
         s: to_device(prepared.images[s], prepared.labels[s], device) for s in ("train", "val")
     }
-    study = open_study(config, study_name(config), args["storage"])
+    study = open_study(
+        study_name(config), args["storage"], search.sampler(config), search.pruner(config)
+    )
     search_study(study, Trial(config, space, prepared, splits, device, args["parent"]), config)
 
 
@@ -148,47 +156,15 @@ def share_cores(workers: int) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
-def fetch_study(name: str, path: Path) -> Path:
-    """`path`, holding the study `name` of the newest tune run that kept one, when one did (a
-    tune run again with the same study goes on from its finished trials)."""
-    where = f"tags.{STEP_TAG} = 'tune' and tags.study = '{name}'"
-    active = mlflow.active_run().info.run_id
-    for run in find_runs(experiment_id(), where):
-        if run.info.run_id == active:
-            continue
-        files = mlflow.MlflowClient().list_artifacts(run.info.run_id)
-        if any(f.path == STUDY_FILE for f in files):
-            download(f"runs:/{run.info.run_id}/{STUDY_FILE}", str(path.parent))
-            mlflow.set_tag("resumed_study_from", run.info.run_id)
-            break
-    return path
-
-
-def open_study(config: TuneConfig, name: str, storage: str):
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.create_study(
-            study_name=name,
-            storage=storage,
-            load_if_exists=True,
-            direction="minimize",
-            sampler=search.sampler(config),
-            pruner=search.pruner(config),
-        )
-    except Exception as error:  # SQLAlchemy and the database drivers fail in many ways
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise NeuroflowError(
-            f"storage {config.storage or storage!r} cannot be opened ({first}); expected a "
-            "reachable SQL database URL such as sqlite:///study.db"
-        ) from None
-
-
 class Trial:
     """The objective: one trial trained in a nested run, its val_loss reported every epoch."""
 
-    def __init__(self, config: TuneConfig, space: dict, prepared, splits: dict, device, parent):
+    def __init__(
+        self, config: TuneConfig, space: dict, prepared, splits, device, parent, on_start=None
+    ):
         self.config, self.space, self.prepared = config, space, prepared
         self.splits, self.device, self.parent = splits, device, parent
+        self.on_start = on_start  # called once a trial has its run
 
     def __call__(self, trial: optuna.Trial) -> float:
         family, prepared = self.config.family, self.prepared
@@ -197,6 +173,8 @@ class Trial:
         name = f"trial {trial.number}"
         with mlflow.start_run(nested=True, parent_run_id=self.parent, run_name=name) as run:
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
+            if self.on_start:
+                self.on_start()
             mlflow.set_tags({"trial": str(trial.number), "pruned": "false"})
             mlflow.log_params({k: str(v) for k, v in trial.params.items()})
             seed_everything(training.seed)
