@@ -63,4 +63,9 @@ def test_the_tune_benchmark_runs_and_writes_its_json(tmp_path):
     for name in ("none", "median", "workers_1", "workers_2"):
         assert results[name]["trials"] >= 2 and results[name]["wall_s"] > 0, name
     assert results["none"]["pruned"] == 0
+    assert results["workers_2"]["each_trial_once"] is True
+    killed = results["killed"]
+    assert killed["killed_trials"] == 1 and len(killed["killed_rerun_as"]) == 1
+    assert killed["resumed"]["trials"] == results["workers_1"]["trials"]  # none lost
+    assert killed["resumed"]["failed"] == 1
     assert "pruning saved" in done.stdout
