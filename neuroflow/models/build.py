@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from neuroflow.models.classifier import ImageClassifier, Standardize
 from neuroflow.models.cnn import CNN
-from neuroflow.models.dcgan import Discriminator, Generator, init_weights
+from neuroflow.models.dcgan import Discriminator, Generator, ImageGenerator, init_weights
 from neuroflow.models.mlp import MLP
 from neuroflow.models.rnn import RNN
 from neuroflow.settings import MODELS, DCGANConfig
@@ -33,3 +33,36 @@ def build_gan(config: DCGANConfig, image_shape, loss: str) -> tuple[Generator, D
     generator.apply(init_weights)
     critic.apply(init_weights)
     return generator, critic
+
+
+def describe(module) -> dict:
+    """What rebuild() needs to make `module` again, weights aside: plain JSON values."""
+    if isinstance(module, ImageClassifier):
+        shape = module.standardize.image_shape
+        return {
+            "kind": "classifier",
+            "family": module.family,
+            "config": module.config,
+            "image_shape": list(shape),
+            "classes": module.classes,
+        }
+    if isinstance(module, ImageGenerator):
+        _, height, width = module.generator.start  # (C, H/4, W/4)
+        shape = [4 * height, 4 * width]
+        return {"kind": "generator", "config": module.config, "image_shape": shape}
+    raise TypeError(f"{type(module).__name__} is neither an ImageClassifier nor an ImageGenerator")
+
+
+def rebuild(spec: dict):
+    """The module describe() described, with fresh weights: an ImageClassifier or an
+    ImageGenerator. A spec that names an unknown kind or family, or settings its config does
+    not have, raises ValueError or TypeError."""
+    kind, shape = spec["kind"], tuple(spec["image_shape"])
+    if kind == "classifier":
+        if spec["family"] not in NETWORKS:
+            raise ValueError(f"unknown classifier family {spec['family']!r}")
+        # mean and std are buffers: the weights bring their values
+        return build_classifier(spec["family"], spec["config"], shape, 0.0, 1.0, spec["classes"])
+    if kind == "generator":
+        return ImageGenerator(Generator(DCGANConfig(**spec["config"]), shape), spec["config"])
+    raise ValueError(f"unknown network kind {kind!r}")

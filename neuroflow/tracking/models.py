@@ -1,9 +1,11 @@
 """Models as MLflow holds them: each trainer's logged with a signature and our code beside it,
-and loaded back, for an evaluator or a promotion, with a one-line error when it cannot be."""
+in a form that loads without pickle, and loaded back, for an evaluator or a promotion, with a
+one-line error when it cannot be."""
 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -13,8 +15,16 @@ from mlflow.exceptions import MlflowException
 import neuroflow
 from neuroflow.envs import read_pins
 from neuroflow.errors import RunLookupError
+from neuroflow.tracking.networks import (
+    NETWORK,
+    NetworkError,
+    check_network,
+    load_network,
+    save_network,
+)
 
 MODEL_NAME = "model"  # the name every trainer logs its model under
+MODEL_CODE = Path(__file__).with_name("model_code.py")  # what MLflow runs to load one
 SERVING_PACKAGES = ("torch", "numpy", "mlflow")  # what a served model needs besides our code
 
 
@@ -37,14 +47,18 @@ def log_classifier(model, examples: np.ndarray):
 
 
 def _log_model(model, signature, example):
-    """mlflow.pytorch.log_model, pickled with our code packed beside it: loading gives back the
-    module itself (the DCGAN's evaluator needs the classifier's feature layer, which a pt2
-    graph does not expose), and it loads and serves with only torch, numpy and mlflow."""
-    with pins_checked_alone():
-        return mlflow.pytorch.log_model(
-            model,
+    """Log `model` as MLflow's models-from-code: MLflow keeps model_code.py, our code beside it
+    and the network as a JSON spec and a weights file. Loading runs that code and reads the
+    weights as tensors only: nothing is unpickled, so a model from the registry runs no code
+    it carries besides ours. It loads and serves with only torch, numpy and mlflow."""
+    with tempfile.TemporaryDirectory() as tmp, pins_checked_alone():
+        folder = Path(tmp) / NETWORK
+        folder.mkdir()
+        save_network(model, folder)
+        return mlflow.pyfunc.log_model(
             name=MODEL_NAME,
-            serialization_format="pickle",
+            python_model=str(MODEL_CODE),
+            artifacts={NETWORK: str(folder)},
             signature=signature,
             input_example=example,
             code_paths=[str(Path(neuroflow.__file__).parent)],
@@ -87,12 +101,41 @@ def log_generator(model, latent_dim: int):
 
 
 def load_model(uri: str, role: str = "model", expected: str = "the URI of a logged model"):
-    """The torch module logged at `uri`, on the CPU. When it cannot be loaded, a one-line
-    RunLookupError naming the URI in its `role` and what was `expected`."""
-    try:
-        return mlflow.pytorch.load_model(uri, map_location="cpu")
-    except (MlflowException, OSError) as error:
-        raise unloadable(uri, error, role, expected) from None
+    """The torch module logged at `uri`, on the CPU, rebuilt from its spec and weights without
+    unpickling anything. When it cannot be, a one-line RunLookupError naming the URI in its
+    `role` and what was `expected`: a URI that names nothing, a model another project logged
+    (it has no network artifact), a corrupt or truncated spec or weights file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            return load_network(network_dir(local))
+        except (NetworkError, MlflowException, OSError) as error:
+            raise unloadable(uri, error, role, expected) from None
+
+
+def check_model(uri: str, role: str, expected: str) -> str:
+    """Check, without torch, that the model at `uri` is one this project logged and is whole
+    (see networks.check_network). Returns its weights' sha256; a one-line RunLookupError
+    naming the URI in its `role` otherwise."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            return check_network(network_dir(local))
+        except (NetworkError, MlflowException, OSError) as error:
+            raise unloadable(uri, error, role, expected) from None
+
+
+def network_dir(model_dir: Path) -> Path:
+    """Where, in a downloaded MLflow model, the network we logged lies."""
+    from mlflow.models import Model
+
+    if not (model_dir / "MLmodel").is_file():
+        raise NetworkError("it is not an MLflow model (no MLmodel file)")
+    pyfunc = Model.load(str(model_dir)).flavors.get("python_function", {})
+    saved = pyfunc.get("artifacts", {}).get(NETWORK)
+    if not saved:
+        raise NetworkError(f"it holds no {NETWORK!r} artifact, so another project logged it")
+    return model_dir / saved["path"]
 
 
 def unloadable(uri: str, error: Exception, role: str, expected: str) -> RunLookupError:
