@@ -18,6 +18,7 @@ from neuroflow.models.build import build_classifier
 from neuroflow.settings import TrainConfig
 from neuroflow.tracking import plots
 from neuroflow.tracking.checkpoints import Resume, Uploader, find_start
+from neuroflow.tracking.evaluation import log_test_results
 from neuroflow.tracking.lineage import log_splits, provenance_tags
 from neuroflow.tracking.models import log_classifier
 from neuroflow.tracking.runs import (
@@ -78,7 +79,7 @@ def train_classifier(
     if ranks.main:
         digest = prepared.digest
         mlflow.log_params({"data_uri": ref.uri, "data_run_id": ref.run_id, "data_digest": digest})
-        log_splits(prepared, ref.uri)
+        datasets = log_splits(prepared, ref.uri)
 
     if config.augment == "auto":  # the digits only: see TrainConfig.augment
         config = replace(config, augment=str(prepared.meta["dataset"] == "digits").lower())
@@ -122,15 +123,10 @@ def train_classifier(
         raise
     if not ranks.main:
         return None
-    test = evaluate(model, *splits["test"])
-    mlflow.log_metrics(
-        {"test_accuracy": test.accuracy, "test_loss": test.loss, "best_epoch": result.best_epoch}
-    )
+    mlflow.log_metric("best_epoch", result.best_epoch)
     plots.log_loss_curves(result.history)
-    matrix = plots.confusion_matrix(
-        prepared.labels["test"], test.predictions, len(prepared.classes)
-    )
-    plots.log_confusion_matrix(matrix, prepared.classes)
+    test = evaluate(model, *splits["test"])
     info = log_classifier(model, prepared.images["test"][:4])
+    log_test_results(info, prepared, test, datasets["test"])
     mlflow.set_tag("model_uri", info.model_uri)
     return info.model_uri

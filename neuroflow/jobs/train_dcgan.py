@@ -95,7 +95,7 @@ def train_dcgan(
 
     digest = prepared.digest
     mlflow.log_params({"data_uri": ref.uri, "data_run_id": ref.run_id, "data_digest": digest})
-    log_splits(prepared, ref.uri)
+    test_dataset = log_splits(prepared, ref.uri)["test"]
     judge_model, evaluator_uri = load_evaluator(evaluator, prepared, ref, config)
     mlflow.log_param("evaluator_uri", evaluator_uri)
     mlflow.set_tag("evaluator_uri", evaluator_uri)
@@ -111,7 +111,8 @@ def train_dcgan(
         if epoch % config.score_every == 0 or epoch == config.epochs:
             scores = score(sample(served, eval_z), judge_model, real)
             plots.log_grid(sample(served, grid_z), f"samples/epoch_{epoch:03d}.png")
-        mlflow.log_metrics({**losses, **scores}, step=epoch)
+        # the last epoch's scores are logged with the model, once it is (below)
+        mlflow.log_metrics(losses if epoch == config.epochs else {**losses, **scores}, step=epoch)
         curves.append({**losses, **scores})
         if watch:
             watch(served, epoch)
@@ -125,6 +126,9 @@ def train_dcgan(
     plots.log_grid(sample(served, grid_z), "samples/final.png")
     plots.log_gan_curves(curves)
     info = log_generator(served.cpu().eval(), model_config.latent_dim)
+    final = {key: value for key, value in curves[-1].items() if key not in ("d_loss", "g_loss")}
+    # on the run and on the model, judged against the test split
+    mlflow.log_metrics(final, step=len(curves), model_id=info.model_id, dataset=test_dataset)
     mlflow.set_tag("model_uri", info.model_uri)
     return info.model_uri
 

@@ -23,6 +23,7 @@ from neuroflow.errors import NeuroflowError
 from neuroflow.jobs.preprocess import preprocess_nested
 from neuroflow.models.build import build_classifier
 from neuroflow.settings import TuneConfig
+from neuroflow.tracking.evaluation import log_test_results
 from neuroflow.tracking.lineage import log_splits, provenance_tags
 from neuroflow.tracking.models import log_classifier
 from neuroflow.tracking.runs import (
@@ -66,7 +67,7 @@ def tune(config: TuneConfig) -> str:
         fail_killed_trials(study, copied)
         mlflow.log_params({"data_uri": ref.uri, "data_run_id": ref.run_id})
         mlflow.log_param("data_digest", prepared.digest)
-        log_splits(prepared, ref.uri)
+        test_dataset = log_splits(prepared, ref.uri)["test"]
         device = resolve_device("auto")
         splits = {
             s: to_device(prepared.images[s], prepared.labels[s], device)
@@ -84,7 +85,7 @@ def tune(config: TuneConfig) -> str:
             raise NeuroflowError(f"{count} of the tune's workers failed (their errors are above)")
         if keep:
             keep()
-    return log_best(study, config, space, prepared, splits["test"], device)
+    return log_best(study, config, space, prepared, (splits["test"], test_dataset), device)
 
 
 def search_study(study, trial, config: TuneConfig, after_each=None) -> None:
@@ -209,7 +210,8 @@ class Trial:
 
 
 def log_best(study, config: TuneConfig, space: dict, prepared, test, device) -> str:
-    """Log the search's outcome on the tune run and the best trial's network as `model`."""
+    """Log the search's outcome on the tune run and the best trial's network as `model`,
+    scored on `test`: the test split's (images, labels) tensors and its MLflow dataset."""
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         raise NeuroflowError(
@@ -241,9 +243,10 @@ def log_best(study, config: TuneConfig, space: dict, prepared, test, device) -> 
         uri = f"runs:/{best.user_attrs['mlflow_run_id']}/{WEIGHTS}"
         model.load_state_dict(torch.load(download(uri, tmp), weights_only=True))
     model = model.to(device)
-    result = evaluate(model, *test)
-    mlflow.log_metrics({"test_accuracy": result.accuracy, "test_loss": result.loss})
+    (images, labels), test_dataset = test
+    result = evaluate(model, images, labels)
     info = log_classifier(model, prepared.images["test"][:4])
+    log_test_results(info, prepared, result, test_dataset)
     mlflow.set_tag("model_uri", info.model_uri)
     print(
         f"tune: best of {len(study.trials)} trials is trial {best.number}, val_loss "

@@ -47,8 +47,9 @@ class RunArtifactSource(DatasetSource):
         return cls(source_dict["uri"])
 
 
-def log_splits(prepared: Prepared, uri: str) -> None:
-    """Record each split of the prepared dataset at `uri` as an input of the active run."""
+def log_splits(prepared: Prepared, uri: str) -> dict:
+    """Record each split of the prepared dataset at `uri` as an input of the active run.
+    Returns the MLflow datasets by split, for metrics measured on one."""
     name = prepared.meta["dataset"]
     datasets = [
         mlflow.data.from_numpy(
@@ -65,6 +66,7 @@ def log_splits(prepared: Prepared, uri: str) -> None:
         contexts=[CONTEXTS[s] for s in SPLITS],
         tags_list=[{"split": s} for s in SPLITS],
     )
+    return dict(zip(SPLITS, datasets, strict=True))
 
 
 def provenance_tags() -> dict[str, str]:
