@@ -142,6 +142,39 @@ def test_first_promotion_makes_the_candidate_champion(trained):
     assert table["columns"] == ["role", "version", "test_accuracy"]
 
 
+def test_promote_scores_each_version_with_mlflows_standard_evaluation(trained):
+    register_run(trained.good)
+    promote_version()
+    register_run(trained.bad)
+    outcome, run = promote_version()
+    nested = mlflow.search_runs(
+        filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'", output_format="list"
+    )
+    by_name = {r.info.run_name: r for r in nested}
+    assert set(by_name) == {"evaluate version 2", "evaluate version 1"}
+    for number, score in (("2", outcome.candidate_score), ("1", outcome.champion_score)):
+        evaluation = by_name[f"evaluate version {number}"]
+        metrics = evaluation.data.metrics
+        assert metrics["accuracy_score"] == pytest.approx(score)
+        for name in ("precision_score", "recall_score", "f1_score", "log_loss", "roc_auc"):
+            assert 0 <= metrics[name] < float("inf"), name
+        files = {f.path for f in MlflowClient().list_artifacts(evaluation.info.run_id)}
+        assert {"per_class_metrics.csv", "confusion_matrix.png"} <= files
+        per_class = mlflow.artifacts.load_text(
+            f"runs:/{evaluation.info.run_id}/per_class_metrics.csv"
+        )
+        assert per_class.splitlines()[0].split(",")[:4] == [
+            "positive_class",
+            "true_negatives",
+            "false_positives",
+            "false_negatives",
+        ]
+        assert len(per_class.splitlines()) == 1 + 10  # a row per class
+    assert by_name["evaluate version 1"].data.metrics["log_loss"] < (
+        by_name["evaluate version 2"].data.metrics["log_loss"]
+    )
+
+
 def test_a_worse_candidate_is_rejected_and_champion_stays(trained):
     register_run(trained.good)
     promote_version()

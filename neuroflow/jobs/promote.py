@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from neuroflow.data.prepared import Prepared, load_prepared
 from neuroflow.errors import RunLookupError
 from neuroflow.families import FID
+from neuroflow.tracking.evaluation import evaluate_predictions
 from neuroflow.tracking.lineage import provenance_tags
 from neuroflow.tracking.models import load_model
 from neuroflow.tracking.registry import (
@@ -136,8 +137,9 @@ class Judge:
 
 
 class Scorer:
-    """Scores registered versions on the candidate's test split: test accuracy for classifiers,
-    FID under the candidate's evaluator for the DCGAN. torch is imported here, by the first
+    """Scores registered versions on the candidate's test split: a classifier by MLflow's
+    standard evaluation, in a nested run per version (its accuracy_score is the score), the
+    DCGAN by FID under the candidate's evaluator. torch is imported here, by the first
     version to be scored: a promote that refuses its input or finds the candidate already
     champion starts and ends without it."""
 
@@ -161,7 +163,7 @@ class Scorer:
     def __call__(self, version) -> float:
         import torch
 
-        from neuroflow.training.classifier import evaluate
+        from neuroflow.training.classifier import probabilities
 
         uri = f"models:/{version.name}/{version.version}"
         model = load_model(uri, "version", EXPECTED).to(self.device)
@@ -179,7 +181,14 @@ class Scorer:
                 f"{version.name} version {version.version} takes {shape} images; "
                 f"the test split has {self.data.image_shape}"
             )
-        return evaluate(model, *self.test).accuracy
+        images, labels = self.test
+        result = evaluate_predictions(
+            labels.cpu().numpy(),
+            probabilities(model, images),
+            self.data.classes,
+            f"evaluate version {version.version}",
+        )
+        return result.metrics["accuracy_score"]
 
 
 def _apply(client: MlflowClient, version, outcome: Outcome, stage: str) -> None:

@@ -122,12 +122,31 @@ class Decision:
 
 
 def decide(metric: Metric, candidate: float, champion: float | None, min_delta: float) -> Decision:
-    """Promote when there is no champion, or the candidate beats it by at least min_delta."""
+    """Promote when there is no champion, or the candidate beats it by at least min_delta: the
+    gate is MLflow's model validation, a MetricThreshold checked by
+    mlflow.validate_evaluation_results."""
+    from mlflow.models import EvaluationResult, MetricThreshold
+    from mlflow.models.evaluation.validation import ModelValidationFailedException
+
     if champion is None:
         return Decision(True, "there is no champion yet")
+    better = metric.higher_is_better
+    # MetricThreshold takes a positive min_absolute_change; a gain of at least 0 is a threshold
+    gate = (
+        MetricThreshold(min_absolute_change=min_delta, greater_is_better=better)
+        if min_delta > 0
+        else MetricThreshold(threshold=champion, greater_is_better=better)
+    )
     gain = metric.gain(candidate, champion)
-    if gain >= min_delta:
+    try:
+        mlflow.validate_evaluation_results(
+            {metric.name: gate},
+            EvaluationResult({metric.name: candidate}, {}),
+            EvaluationResult({metric.name: champion}, {}),
+        )
         return Decision(True, f"{metric.name} {candidate:.4f} beats {champion:.4f} by {gain:.4f}")
+    except ModelValidationFailedException:
+        pass
     return Decision(
         False,
         f"{metric.name} {candidate:.4f} does not beat the champion's {champion:.4f} "

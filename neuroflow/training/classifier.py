@@ -71,6 +71,17 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor) -> Evaluation:
     return Evaluation(loss_sum / len(labels), accuracy, predicted.cpu().numpy())
 
 
+@torch.inference_mode()
+def probabilities(model, images: torch.Tensor) -> np.ndarray:
+    """(N, C) float64 class probabilities of `model` for (N, H, W) raw `images`."""
+    model.eval()
+    batches = [
+        model.logits(images[start : start + EVAL_BATCH]).double().softmax(dim=1).cpu()
+        for start in range(0, len(images), EVAL_BATCH)
+    ]
+    return torch.cat(batches).numpy()
+
+
 # augment: each training image turned by up to ROTATE degrees, scaled by up to SCALE either
 # way and shifted by up to SHIFT pixels, as handwriting varies
 ROTATE, SCALE, SHIFT = 12.0, 0.1, 2.0
