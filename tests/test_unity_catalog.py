@@ -7,6 +7,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import mlflow
+import numpy as np
 import pytest
 
 from neuroflow.errors import RunLookupError
@@ -81,11 +82,18 @@ def uc(tracking, monkeypatch):
 @pytest.fixture
 def trained(tracking) -> str:
     """A finished CNN training run, as train_cnn leaves it, minus the training."""
+    from neuroflow.models.build import build_classifier
+    from neuroflow.settings import CNNConfig
+    from neuroflow.tracking.models import log_classifier
+
     with mlflow.start_run() as data_run:
         mlflow.set_tag("step", "preprocess")
         mlflow.log_param("dataset", "digits")
     with mlflow.start_run() as run:
-        mlflow.set_tags({"step": "train_cnn", "family": "cnn", "model_uri": "models:/m-123"})
+        small = CNNConfig(channels=(4, 8), hidden=16)
+        network = build_classifier("cnn", small, (28, 28), 33.0, 78.0, list("0123456789"))
+        model_uri = log_classifier(network, np.zeros((2, 28, 28), np.float32)).model_uri
+        mlflow.set_tags({"step": "train_cnn", "family": "cnn", "model_uri": model_uri})
         mlflow.log_params({"data_run_id": data_run.info.run_id, "data_digest": "abc"})
         mlflow.log_metric("test_accuracy", 0.98)
     return run.info.run_id
@@ -109,7 +117,8 @@ def test_names_stay_plain_in_the_workspace_registry(tracking):
 
 def test_register_uses_the_three_level_name_and_the_challenger_alias(uc, trained):
     register(trained, catalog="main", schema="ml")
-    assert ("register_model", "main.ml.digits_cnn", "models:/m-123") in uc.calls
+    model_uri = mlflow.get_run(trained).data.tags["model_uri"]
+    assert ("register_model", "main.ml.digits_cnn", model_uri) in uc.calls
     assert ("set_registered_model_alias", "main.ml.digits_cnn", "challenger", 1) in uc.calls
     assert not any(call[0] == "transition_model_version_stage" for call in uc.calls)
     assert uc.models == {}, "the registry lock was left behind"

@@ -7,7 +7,9 @@ from mlflow import MlflowClient
 
 from neuroflow.errors import RunLookupError
 from neuroflow.families import metric_for
+from neuroflow.tracking.card import card_uri, gather, link, log_card
 from neuroflow.tracking.lineage import provenance_tags
+from neuroflow.tracking.models import check_model
 from neuroflow.tracking.registry import (
     CHALLENGER,
     best_run,
@@ -19,6 +21,8 @@ from neuroflow.tracking.registry import (
     training_run,
 )
 from neuroflow.tracking.runs import FAMILY_TAG, STEP_TAG, get_run, log_params_once
+
+EXPECTED = "a model logged by this project's training"  # for one that is not
 
 
 def register(
@@ -52,6 +56,9 @@ def register(
     model_uri = run.data.tags["model_uri"]
     if is_unity_catalog() and mlflow.models.get_model_info(model_uri).signature is None:
         raise RunLookupError(f"{model_uri} has no signature; Unity Catalog requires one")
+    # Before anything is registered: the model is whole and ours, and the card can be made.
+    digest = check_model(model_uri, f"run {run.info.run_id}'s model", EXPECTED)
+    card = gather(run, data_run, model_uri, digest)
 
     client = MlflowClient()
     # Held so that two registers of one run racing each other make one version, not two.
@@ -61,10 +68,11 @@ def register(
             score = run.data.metrics[judged_by.name]
             tags = _version_tags(run, family, dataset)
             version = mlflow.register_model(model_uri, name, tags=tags)
-            client.update_model_version(
-                name, version.version, _description(run, family, judged_by, score)
-            )
+            log_card(card, version)
+            description = f"{_description(run, family, judged_by, score)}\n\n{link(active)}"
+            client.update_model_version(name, version.version, description)
             client.set_model_version_tag(name, version.version, judged_by.name, str(score))
+            client.set_model_version_tag(name, version.version, "model_card", card_uri(active))
         client.set_registered_model_alias(name, CHALLENGER, version.version)
     mlflow.set_tags(
         {
