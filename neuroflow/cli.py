@@ -121,13 +121,20 @@ def main_module() -> str | None:
     return spec.name if spec else None
 
 
-def step_run():
-    """The MLflow run a step works in. Under torchrun only rank 0 opens (and logs to) it."""
+SYSTEM_METRICS_EVERY_S = "2"  # MLflow samples every 10 s: no point at all in a digits run
+
+
+def step_run(system_metrics: bool = False):
+    """The MLflow run a step works in. Under torchrun only rank 0 opens (and logs to) it. With
+    `system_metrics`, MLflow samples CPU, memory, disk, network and (with nvidia-ml-py) GPU use
+    while it runs, as system/ metrics."""
     if os.environ.get("RANK", "0") != "0":
         return contextlib.nullcontext()
     import mlflow
 
-    return mlflow.start_run()
+    if system_metrics:
+        os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", SYSTEM_METRICS_EVERY_S)
+    return mlflow.start_run(log_system_metrics=system_metrics)
 
 
 EXIT_CODE: list[int] = []  # set by a step's process as it exits; see skip_teardown

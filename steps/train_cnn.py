@@ -17,7 +17,7 @@ def train_cnn(inputs: Inputs, training: TrainConfig, model: CNNConfig):
     cli.launch(training.nproc, training.device)
     from neuroflow.jobs.train_classifier import train_classifier
 
-    with cli.step_run():
+    with cli.step_run(system_metrics=True):
         train_classifier("cnn", model, training, **asdict(inputs))
 
 

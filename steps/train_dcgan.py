@@ -19,7 +19,7 @@ def train_dcgan(inputs: GANInputs, training: GANTrainConfig, model: DCGANConfig)
     cli.launch(training.nproc, training.device)
     from neuroflow.jobs.train_dcgan import train_dcgan as train_and_log
 
-    with cli.step_run():
+    with cli.step_run(system_metrics=True):
         train_and_log(model, training, **asdict(inputs))
 
 

@@ -18,7 +18,7 @@ def train_rnn(inputs: Inputs, training: TrainConfig, model: RNNConfig):
     cli.launch(training.nproc, training.device)
     from neuroflow.jobs.train_classifier import train_classifier
 
-    with cli.step_run():
+    with cli.step_run(system_metrics=True):
         train_classifier("rnn", model, training, **asdict(inputs))
 
 

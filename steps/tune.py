@@ -15,7 +15,7 @@ def tune(config: TuneConfig):
     """Tune a classifier family and log the best trial's network as `model`."""
     from neuroflow.jobs.tune import tune as run_tune
 
-    with cli.step_run():
+    with cli.step_run(system_metrics=True):
         run_tune(config)
 
 

@@ -181,3 +181,19 @@ def test_a_logged_model_pins_what_it_serves_with_without_scanning_every_package(
     assert set(serving_requirements()) <= set(pins) and len(serving_requirements()) == 3
     assert scans == []
     assert requirements_utils._MODULES_TO_PACKAGES is None  # left for others to build
+
+
+def test_training_steps_record_system_metrics(tracking, monkeypatch):
+    import time
+
+    from neuroflow import cli
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    with cli.step_run(system_metrics=True) as run:
+        time.sleep(1.0)
+    with cli.step_run() as quiet:
+        time.sleep(0.5)
+    metrics = mlflow.get_run(run.info.run_id).data.metrics
+    for name in ("cpu_utilization_percentage", "system_memory_usage_megabytes"):
+        assert metrics[f"system/{name}"] > 0, name
+    assert not any(k.startswith("system/") for k in mlflow.get_run(quiet.info.run_id).data.metrics)

@@ -54,6 +54,7 @@ def test_preprocess_then_train_cnn_on_the_default_digits(digits, cnn, use_store)
     commit, _ = git_state(ROOT)
     assert run.data.tags["git_commit"] == commit
     assert run.data.tags["versions.torch"].startswith("2.14.1")
+    assert run.data.metrics["system/cpu_utilization_percentage"] > 0  # sampled while it ran
 
     use_store(store)
     data = load_prepared(
