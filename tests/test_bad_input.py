@@ -56,6 +56,59 @@ def bad_folders(root: Path) -> dict[str, Path]:
     return {**folders, **spaces, "plain_file": plain_file, "missing": root / "missing"}
 
 
+def broken_models(store: Store, data_run: str) -> dict[str, str]:
+    """Runs that look like finished train_mlp runs, each with a model that cannot be used: its
+    weights truncated, its weights with one byte changed, or a model another project logged.
+    And `broken_mlp`, a registered version whose weights were truncated after it was
+    registered. Returns the runs' ids by name."""
+    import mlflow
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from neuroflow.models.build import build_classifier
+    from neuroflow.settings import MLPConfig
+    from neuroflow.tracking.models import log_classifier
+
+    def damage(model_id: str, how: str) -> None:
+        folder = store.client.get_logged_model(model_id).artifact_location.removeprefix("file://")
+        weights = Path(folder) / "artifacts" / "network" / "weights.pt"
+        data = bytearray(weights.read_bytes())
+        if how == "truncated":
+            del data[len(data) // 2 :]
+        else:
+            data[len(data) // 2] ^= 0xFF
+        weights.write_bytes(bytes(data))
+
+    mlflow.set_tracking_uri(store.uri)
+    runs = {}
+    try:
+        for name in ("truncated", "corrupt", "foreign", "registered"):
+            with mlflow.start_run(experiment_id="0") as run:
+                mlflow.set_tags({"step": "train_mlp", "family": "mlp"})
+                mlflow.log_params({"data_run_id": data_run, "data_digest": "0" * 16})
+                mlflow.log_metric("test_accuracy", 0.5)
+                if name == "foreign":
+                    images, labels = synthetic_digits(20)
+                    flat = images.reshape(len(images), -1)
+                    info = mlflow.sklearn.log_model(
+                        LogisticRegression().fit(flat, labels), name="model"
+                    )
+                else:
+                    network = build_classifier(
+                        "mlp", MLPConfig(hidden=(8,)), (28, 28), 33.0, 78.0, list("0123456789")
+                    )
+                    info = log_classifier(network, np.zeros((2, 28, 28), np.float32))
+                mlflow.set_tag("model_uri", info.model_uri)
+            runs[f"{name}_run"] = run.info.run_id
+            if name in ("truncated", "corrupt"):
+                damage(info.model_id, name)
+    finally:
+        mlflow.set_tracking_uri(None)
+    succeeded(store.step("register", run_id=runs["registered_run"], model_name="broken_mlp"))
+    damage(info.model_id, "truncated")
+    return runs
+
+
 def succeeded(result: MlflowRun) -> str:
     assert result.returncode == 0, result.stderr
     return result.run_id
@@ -78,7 +131,9 @@ def shared(tmp_path_factory) -> SimpleNamespace:
     assert sorted(version.aliases) == ["challenger", "champion"]
     assert version.tags["promotion"] == "promoted" and version.description
     folders = bad_folders(tmp_path_factory.mktemp("folders"))
+    broken = broken_models(store, data_run)
     values = {
+        **broken,
         "data_run": data_run,
         "mlp_run": mlp_run,
         "failed_run": failed.run_id,
@@ -213,12 +268,37 @@ ROWS = [
     row("register", {"family": "cnn"}, "has no FINISHED cnn run with test_accuracy"),
     row(
         "register",
+        {"run_id": "{truncated_run}"},
+        "run {truncated_run}'s model models:/",
+        "cannot be loaded: its weights.pt is corrupt or truncated",
+        "expected a model logged by this project's training",
+    ),
+    row(
+        "register",
+        {"run_id": "{corrupt_run}"},
+        "run {corrupt_run}'s model models:/",
+        "cannot be loaded: its weights.pt is corrupt (",
+        "does not match its checksum",
+    ),
+    row(
+        "register",
+        {"run_id": "{foreign_run}"},
+        "run {foreign_run}'s model models:/",
+        "it holds no 'network' artifact, so another project logged it",
+    ),
+    row(
+        "register",
         {"family": "dcgan", "metric": "test_accuracy"},
         "a dcgan is judged by fid, not 'test_accuracy'",
     ),
     # promote
     row("promote", {"model_name": "nothing"}, "registered model 'nothing' does not exist"),
     row("promote", {"model_name": MODEL, "candidate": "99"}, f"'{MODEL}' has no version '99'"),
+    row(
+        "promote",
+        {"model_name": "broken_mlp"},
+        "version models:/broken_mlp/1 cannot be loaded: its weights.pt is corrupt or truncated",
+    ),
     row(
         "promote",
         {"model_name": MODEL, "candidate": "staging"},
@@ -270,6 +350,7 @@ CLI_ROWS = [
     "train_mlp:data={mlp_run}",
     "train_dcgan:evaluator=models:/nothing@champion",
     "register:run_id={failed_run}",
+    "register:run_id={truncated_run}",
     f"promote:model_name={MODEL},candidate=99",
     "main:models=mlp,svm",
     "tune:space={space_reversed}",

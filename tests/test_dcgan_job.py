@@ -165,3 +165,20 @@ def test_a_broken_dcgan_run_resumes_to_the_curves_of_an_unbroken_one(prepared):
         mlflow.pyfunc.load_model(resumed_uri).predict(latents),
         mlflow.pyfunc.load_model(whole_uri).predict(latents),
     )
+
+
+def test_the_dcgans_scores_are_on_its_logged_model_with_the_test_split(evaluator, prepared_store):
+    run, model_uri = run_dcgan(prepared_store.ref.run_id, evaluator)
+    (model,) = mlflow.search_logged_models(
+        filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list"
+    )
+    assert model_uri == f"models:/{model.model_id}"
+    on_model = {m.key: m for m in model.metrics}
+    assert set(on_model) == {"fid", "inception_score", "class_coverage", "class_entropy"}
+    for key, metric in on_model.items():
+        assert metric.value == run.data.metrics[key] and metric.step == 2, key
+        assert metric.dataset_name == "idx-test", key
+    best = mlflow.search_logged_models(
+        filter_string="metrics.fid < 1e9", order_by=[{"field_name": "metrics.fid"}]
+    )
+    assert len(best) == 1

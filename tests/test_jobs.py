@@ -74,6 +74,16 @@ def test_train_logs_metrics_plots_model_and_lineage(prepared):
     digests = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
     source_run = mlflow.get_run(prepared.run_id)
     assert digests == {i.dataset.name: i.dataset.digest for i in source_run.inputs.dataset_inputs}
+    (model,) = mlflow.search_logged_models(
+        filter_string=f"source_run_id = '{run_id}'", output_format="list"
+    )
+    on_model = {m.key: m for m in model.metrics}
+    for key in ("test_accuracy", "test_loss"):
+        metric = on_model[key]
+        assert metric.value == run.data.metrics[key]
+        assert (metric.dataset_name, metric.dataset_digest) == ("idx-test", digests["idx-test"])
+    files = {f.path for f in MlflowClient().list_artifacts(run_id, "evaluation")}
+    assert files == {"evaluation/confusion_matrix.json", "evaluation/misclassified.npz"}
 
 
 def test_logged_model_predicts_labels_from_raw_pixels(prepared):

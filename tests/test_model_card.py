@@ -84,3 +84,19 @@ def test_the_card_renders_in_a_browser_without_errors_or_requests(registered_sto
     assert seen.requests == []
     assert "Per-class accuracy" in seen.text and "Lineage" in seen.text
     assert screenshot.stat().st_size > 20_000  # the plots drew
+
+
+def test_a_dcgan_card_shows_its_samples_and_score_curves(prepared):
+    from neuroflow.jobs.train_dcgan import train_dcgan
+    from neuroflow.settings import DCGANConfig, GANTrainConfig
+
+    config = GANTrainConfig(epochs=2, batch_size=32, max_batches=2, device="cpu")
+    with mlflow.start_run() as training:
+        train_dcgan(DCGANConfig(latent_dim=8, width=4), config, prepared.run_id, "")
+    with mlflow.start_run() as registering:
+        register(training.info.run_id, "", "", "")
+    page = mlflow.artifacts.load_text(f"runs:/{registering.info.run_id}/{CARD}")
+    for expected in ("Samples from fixed latents", "Losses, FID and class coverage", "fid"):
+        assert expected in page, expected
+    assert "misclassified" not in page and "Per-class accuracy" not in page
+    assert page.count("data:image/png;base64,") == 2

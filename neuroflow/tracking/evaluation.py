@@ -63,6 +63,8 @@ def evaluate_predictions(labels: np.ndarray, probabilities: np.ndarray, classes,
     with mlflow.start_run(nested=True, run_name=name), warnings.catch_warnings():
         # class ids are integers, and there are no missing values to be told about
         warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column")
+        # a class never predicted has precision 0, as the per-class table shows
+        warnings.filterwarnings("ignore", "Precision is ill-defined")
         mlflow.log_dict({"classes": list(classes)}, "classes.json")
         return mlflow.models.evaluate(
             data=frame,
