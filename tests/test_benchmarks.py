@@ -69,3 +69,15 @@ def test_the_tune_benchmark_runs_and_writes_its_json(tmp_path):
     assert killed["resumed"]["trials"] == results["workers_1"]["trials"]  # none lost
     assert killed["resumed"]["failed"] == 1
     assert "pruning saved" in done.stdout
+
+
+def test_the_model_format_benchmark_compares_both_formats(tmp_path):
+    out = tmp_path / "formats.json"
+    done = quick_run("benchmarks.model_format", out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    mlp = json.loads(out.read_text())["mlp"]
+    for form in ("code", "pt2"):
+        assert mlp[form]["saved"] is True, mlp[form]
+        assert mlp[form]["load_s"] > 0 and mlp[form]["predict_1_ms"] > 0
+        assert mlp[form]["output"] == "int64"
+    assert "models-from-code" in done.stdout
