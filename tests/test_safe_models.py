@@ -106,3 +106,12 @@ def test_registered_models_load_without_unpickling_and_predict_as_trained(
     )
     assert served.metadata.signature is not None
     assert served.metadata.saved_input_example_info["type"] == "ndarray"
+
+
+def test_loading_a_model_leaves_the_callers_random_stream_as_it_was(registered, tmp_path):
+    with copy_of(registered.folder, tmp_path):
+        torch.manual_seed(0)
+        load_model("models:/idx_cnn/1")
+        after_load = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after_load, torch.rand(3))

@@ -66,7 +66,8 @@ def load_network(folder: Path):
 
     try:
         spec = json.loads((folder / SPEC).read_text())
-        module = rebuild(spec)
+        with torch.random.fork_rng(devices=[]):  # the fresh weights must not move the caller's
+            module = rebuild(spec)  # random stream: a model loaded mid-training changes nothing
     except OSError:
         raise NetworkError(f"it has no readable {SPEC}, so another project logged it") from None
     except (ValueError, KeyError, TypeError) as error:  # JSON, or a spec of something else
