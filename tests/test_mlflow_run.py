@@ -54,7 +54,8 @@ def test_preprocess_then_train_cnn_on_the_default_digits(digits, cnn, use_store)
     commit, _ = git_state(ROOT)
     assert run.data.tags["git_commit"] == commit
     assert run.data.tags["versions.torch"].startswith("2.14.1")
-    assert run.data.metrics["system/cpu_utilization_percentage"] > 0  # sampled while it ran
+    assert "system/cpu_utilization_percentage" in run.data.metrics  # sampled while it ran
+    assert run.data.metrics["system/system_memory_usage_megabytes"] > 0
 
     use_store(store)
     data = load_prepared(
