@@ -284,7 +284,7 @@ ROWS = [
         "register",
         {"run_id": "{foreign_run}"},
         "run {foreign_run}'s model models:/",
-        "it holds no 'network' artifact, so another project logged it",
+        "it holds no 'network' artifact: another project logged it",
     ),
     row(
         "register",

@@ -134,7 +134,10 @@ def network_dir(model_dir: Path) -> Path:
     pyfunc = Model.load(str(model_dir)).flavors.get("python_function", {})
     saved = pyfunc.get("artifacts", {}).get(NETWORK)
     if not saved:
-        raise NetworkError(f"it holds no {NETWORK!r} artifact, so another project logged it")
+        raise NetworkError(
+            f"it holds no {NETWORK!r} artifact: another project logged it, or a release of "
+            "this one from before models loaded without pickle (retrain it)"
+        )
     return model_dir / saved["path"]
 
 
