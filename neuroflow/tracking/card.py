@@ -129,6 +129,9 @@ def render(card: Card, version, register_run_id: str) -> str:
             f"model {card.model_uri}, weights sha256 {card.weights_digest}",
         ),
     ]
+    metrics = run.data.metrics
+    system = {k.removeprefix("system/"): v for k, v in metrics.items() if k.startswith("system/")}
+    scores = {k: v for k, v in metrics.items() if not k.startswith("system/")}
     parts = [
         f"<h1>{e(version.name)} <small>version {e(str(version.version))}</small></h1>",
         f"<p>{e(tags.get('family', '?'))}, registered by run {e(register_run_id)}.</p>",
@@ -136,13 +139,18 @@ def render(card: Card, version, register_run_id: str) -> str:
         *(f"<li><b>{e(a)}</b> {e(b)}<br><span>{e(c)}</span></li>" for a, b, c in lineage),
         "</ol>",
         "<div class=row><div><h2>Final metrics</h2>",
-        _table(("metric", "value"), [(k, f"{v:.4f}") for k, v in sorted(run.data.metrics.items())]),
+        _table(("metric", "value"), [(k, f"{v:.4f}") for k, v in sorted(scores.items())]),
+        "<h2>System, last sample</h2>",
+        _table(("metric", "value"), [(k, f"{v:.1f}") for k, v in sorted(system.items())]),
         "</div><div><h2>Parameters</h2>",
         _table(("parameter", "value"), sorted(params.items())),
         "</div></div>",
     ]
-    for title, uri in card.pictures.items():
-        parts.append(f"<h2>{e(title)}</h2><img class=plot alt='{e(title)}' src='{uri}'>")
+    for path, title in PICTURES.items():
+        if title in card.pictures:  # a grid of samples is drawn a pixel a pixel: enlarge it
+            kind = "pixels" if path.startswith("samples/") else "plot"
+            uri = card.pictures[title]
+            parts.append(f"<h2>{e(title)}</h2><img class={kind} alt='{e(title)}' src='{uri}'>")
     if card.per_class:
         rows = [(name, str(n), f"{acc:.3f}") for name, n, acc in card.per_class]
         parts += ["<h2>Per-class accuracy</h2>", _table(("class", "test images", "accuracy"), rows)]
@@ -192,6 +200,7 @@ table {{ border-collapse: collapse; margin: .5em 0 }}
 td, th {{ border: 1px solid #ccc; padding: .2em .6em; text-align: left }}
 ol.chain li {{ margin: .3em 0 }} ol.chain span {{ color: #666; font-size: 90% }}
 img.plot {{ max-width: 100% }}
+img.pixels {{ width: 480px; image-rendering: pixelated }}
 .row {{ display: flex; gap: 3em; align-items: flex-start }}
 .grid {{ display: grid; grid-template-columns: repeat(8, 1fr); gap: .5em }}
 .grid img {{ width: 84px; image-rendering: pixelated }}
