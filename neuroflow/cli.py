@@ -133,7 +133,10 @@ def step_run(system_metrics: bool = False):
     import mlflow
 
     if system_metrics:
+        import psutil
+
         os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", SYSTEM_METRICS_EVERY_S)
+        psutil.cpu_percent()  # a first call starts the count: MLflow's first sample then reads it
     return mlflow.start_run(log_system_metrics=system_metrics)
 
 
