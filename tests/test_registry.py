@@ -170,8 +170,9 @@ def test_promote_scores_each_version_with_mlflows_standard_evaluation(trained):
             "false_negatives",
         ]
         assert len(per_class.splitlines()) == 1 + 10  # a row per class
-    assert by_name["evaluate version 1"].data.metrics["log_loss"] < (
-        by_name["evaluate version 2"].data.metrics["log_loss"]
+    assert (
+        by_name["evaluate version 1"].data.metrics["log_loss"]
+        < (by_name["evaluate version 2"].data.metrics["log_loss"])
     )
 
 
