@@ -11,6 +11,7 @@ Each entry point's options are the settings of the configs its step names, in th
     register      RegisterConfig
     promote       PromoteConfig
     main          PipelineConfig
+    predict       PredictConfig
 
 The MLproject declares the same parameters with the same defaults (tests/test_project.py holds
 them together). A config checks its own values (see neuroflow.config), so `TrainConfig(lr=-1)`
@@ -373,3 +374,22 @@ class TuneConfig(Checked):
         help="an SQL URL for the study (sqlite:///..., postgresql://...); empty: kept with the run",
     )
     workers: int = setting(1, low=1, high=32, help="local worker processes sharing the study")
+
+
+# --- predict --------------------------------------------------------------------------------
+
+ENGINES = ("local", "spark")
+
+
+@config
+class PredictConfig(Checked):
+    model: str = setting("models:/digits_cnn@champion", help="a classifier's models:/ URI")
+    data: str = setting(
+        "",
+        help="a folder or archive of IDX files, a preprocess run id, a .npy array of (N, H, W) "
+        "pixels, or a folder of PNG/JPEG images",
+    )
+    engine: str = setting(
+        "local", choices=ENGINES, help="local, or spark: the model as mlflow.pyfunc.spark_udf"
+    )
+    batch_size: int = setting(1024, low=1, help="images per model call")

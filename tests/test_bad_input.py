@@ -327,6 +327,26 @@ ROWS = [
         {"storage": "sqlite:///{missing}/study.db"},
         "storage 'sqlite:///{missing}/study.db' cannot be opened",
     ),
+    # predict
+    row("predict", {}, "give --data: the images to score"),
+    row("predict", {"engine": "flink", "data": "{data_run}"}, "'flink' is not one of 'local'"),
+    row("predict", {"batch_size": "0", "data": "{data_run}"}, "0 is not in the range x>=1"),
+    row(
+        "predict",
+        {"model": f"models:/{MODEL}@champion", "data": "{missing}"},
+        "data '{missing}' does not exist; expected a folder or archive of IDX files",
+    ),
+    row("predict", {"model": f"models:/{MODEL}/1", "data": "{empty}"}, "empty holds no IDX"),
+    row(
+        "predict",
+        {"model": "models:/nothing@champion", "data": "{data_run}"},
+        "model models:/nothing@champion does not exist",
+    ),
+    row(
+        "predict",
+        {"model": f"models:/{MODEL}/1", "data": "{mlp_run}"},
+        "run {mlp_run} is a train_mlp run; expected a preprocess run for data",
+    ),
     # main
     row(
         "main",
@@ -354,6 +374,7 @@ CLI_ROWS = [
     f"promote:model_name={MODEL},candidate=99",
     "main:models=mlp,svm",
     "tune:space={space_reversed}",
+    f"predict:model=models:/{MODEL}@champion,data={{missing}}",
 ]
 
 

@@ -23,6 +23,7 @@ ENTRY_POINTS = [
     "register",
     "promote",
     "main",
+    "predict",
 ]
 MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())
 CLICK_TYPES = {

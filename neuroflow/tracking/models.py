@@ -17,6 +17,7 @@ from neuroflow.envs import read_pins
 from neuroflow.errors import RunLookupError
 from neuroflow.tracking.networks import (
     NETWORK,
+    PROBABILITIES,
     NetworkError,
     check_network,
     load_network,
@@ -34,14 +35,16 @@ def serving_requirements() -> list[str]:
 
 
 def log_classifier(model, examples: np.ndarray):
-    """Log an ImageClassifier: raw (B, H, W) float32 pixels in, (B,) int64 class ids out."""
+    """Log an ImageClassifier: raw (B, H, W) float32 pixels in, (B,) int64 class ids out, or
+    with params {"probabilities": true} each image's class and its probability."""
     from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
     height, width = examples.shape[1:]
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, height, width))]),
         outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),
+        params=ParamSchema([ParamSpec(PROBABILITIES, "boolean", False)]),
     )
     return _log_model(model.cpu().eval(), signature, examples.astype(np.float32))
 

@@ -19,6 +19,7 @@ from neuroflow.errors import NeuroflowError
 NETWORK = "network"  # the pyfunc artifact holding a model's spec.json and weights.pt
 SPEC, WEIGHTS = "spec.json", "weights.pt"
 KINDS = ("classifier", "generator")  # what neuroflow.models.build.describe writes
+PROBABILITIES = "probabilities"  # the classifiers' one inference parameter
 
 
 class NetworkError(NeuroflowError):
@@ -87,7 +88,8 @@ def load_network(folder: Path):
 
 class NetworkModel(mlflow.pyfunc.PythonModel):
     """The pyfunc: numpy in, the network's forward() on the CPU, numpy out. A classifier takes
-    raw (B, H, W) pixels and returns (B,) class ids; the generator takes (B, latent_dim)
+    raw (B, H, W) pixels and returns (B,) class ids, or with params {"probabilities": true} a
+    frame of each image's class and its probability; the generator takes (B, latent_dim)
     latents and returns (B, H, W) pixels."""
 
     def load_context(self, context) -> None:
@@ -98,4 +100,9 @@ class NetworkModel(mlflow.pyfunc.PythonModel):
 
         inputs = torch.as_tensor(np.asarray(model_input), dtype=torch.float32)
         with torch.inference_mode():
+            if (params or {}).get(PROBABILITIES):
+                import pandas as pd
+
+                best, classes = self.network.logits(inputs).double().softmax(dim=1).max(dim=1)
+                return pd.DataFrame({"class": classes.numpy(), "probability": best.numpy()})
             return self.network(inputs).numpy()

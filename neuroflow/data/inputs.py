@@ -1,0 +1,180 @@
+"""Images to score, from wherever a user keeps them: a folder or archive of IDX files, a
+preprocess run (its test split), a .npy array of (N, H, W) pixels, or a folder of PNG/JPEG
+images of any size. Each is read a batch at a time (IDX files and arrays memory-mapped), so
+scoring a large set keeps memory flat. Every image comes out (H, W) uint8, white ink on black,
+at the model's size: PNG/JPEG images framed as preprocess frames the digits, others resized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from neuroflow.data import archives
+from neuroflow.errors import DataError
+
+PICTURES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class Inputs:
+    uri: str  # where they were read from, as the dataset source
+    name: str
+    count: int
+    labels: np.ndarray | None  # (N,) class ids, when the source has them
+    read: Callable[[int, int], np.ndarray]  # (start, stop) -> (stop - start, H, W) uint8
+    ids: Callable[[int, int], list[str]]  # (start, stop) -> an id or path per image
+    keep: object = None  # what must live while images are read (an unpacked archive)
+
+    def batches(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, self.count, size):
+            yield start, self.read(start, min(start + size, self.count))
+
+
+def open_inputs(data: str, shape: tuple[int, int], download=None) -> Inputs:
+    """The images `data` names, at `shape`. `download(run_id)` gives a preprocess run's
+    prepared folder (a run id is tried only when `data` is not a path)."""
+    path = Path(data).expanduser()
+    if not path.exists():
+        if download is not None and _is_run_id(data):
+            return _prepared(download(data), data, shape)
+        raise DataError(
+            f"data {data!r} does not exist; expected a folder or archive of IDX files, a "
+            "preprocess run id, a .npy file or a folder of PNG/JPEG images"
+        )
+    if path.suffix == ".npy":
+        return _array(path, shape)
+    if path.is_dir() and _pictures(path):
+        return _pictures_folder(path, shape)
+    if path.is_dir() or archives.is_archive(path):
+        return _idx(path, shape)
+    raise DataError(
+        f"data {data!r} is a file that is neither a .npy array nor an archive of IDX files"
+    )
+
+
+def _is_run_id(value: str) -> bool:
+    from neuroflow.tracking.uris import RUN_ID
+
+    return bool(RUN_ID.match(value))
+
+
+def _fit(images: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from neuroflow.data.prepared import resize
+
+    images = np.asarray(images)
+    if images.shape[1:] == shape:
+        return images.astype(np.uint8, copy=False)
+    if shape[0] != shape[1]:
+        raise DataError(f"images of {images.shape[1:]} cannot be resized to {shape}")
+    return resize(np.clip(images, 0, 255).astype(np.uint8), shape[0])
+
+
+def _indices(prefix: str) -> Callable[[int, int], list[str]]:
+    return lambda start, stop: [f"{prefix}{i}" for i in range(start, stop)]
+
+
+def _array(path: Path, shape) -> Inputs:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DataError(f"data {path}: not a readable .npy array ({error})") from None
+    if array.ndim != 3 or not np.issubdtype(array.dtype, np.number):
+        raise DataError(
+            f"data {path} holds a {array.dtype} array of shape {array.shape}; expected "
+            "(N, H, W) pixel values in 0..255"
+        )
+    return Inputs(
+        str(path.resolve()),
+        path.stem,
+        len(array),
+        None,
+        lambda start, stop: _fit(array[start:stop], shape),
+        _indices(""),
+    )
+
+
+def _prepared(folder: Path, run_id: str, shape) -> Inputs:
+    from neuroflow.data.prepared import load_prepared
+
+    prepared = load_prepared(folder, mmap=True)
+    images, labels = prepared.images["test"], np.asarray(prepared.labels["test"])
+    return Inputs(
+        f"runs:/{run_id}/prepared",
+        f"{prepared.meta['dataset']}-test",
+        len(images),
+        labels,
+        lambda start, stop: _fit(images[start:stop], shape),
+        _indices("test/"),
+    )
+
+
+def _idx(path: Path, shape) -> Inputs:
+    from neuroflow.data.sources import load_source
+
+    source = load_source("idx", str(path))
+    parts = source.parts
+    ends = np.cumsum([len(p.images) for p in parts])
+
+    def read(start: int, stop: int) -> np.ndarray:
+        blocks = []
+        for part, end in zip(parts, ends, strict=True):
+            begin = end - len(part.images)
+            low, high = max(start, begin), min(stop, end)
+            if low < high:
+                blocks.append(part.images[low - begin : high - begin])
+        return _fit(np.concatenate(blocks), shape)
+
+    return Inputs(
+        str(path.resolve()),
+        path.name,
+        int(ends[-1]),
+        np.concatenate([np.asarray(p.labels) for p in parts]),
+        read,
+        _indices(""),
+        keep=source,
+    )
+
+
+def _pictures(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in PICTURES and p.is_file())
+
+
+def _pictures_folder(folder: Path, shape) -> Inputs:
+    files = _pictures(folder)
+
+    def read(start: int, stop: int) -> np.ndarray:
+        return np.stack([_picture(f, shape) for f in files[start:stop]])
+
+    return Inputs(
+        str(folder.resolve()),
+        folder.name,
+        len(files),
+        None,
+        read,
+        lambda start, stop: [str(f.relative_to(folder)) for f in files[start:stop]],
+    )
+
+
+def _picture(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """One PNG/JPEG as MNIST frames a digit: grey, white ink on black (a light background is
+    inverted), cropped to the ink, its longer side fitted to 20/28 of the frame, centred."""
+    from PIL import Image, UnidentifiedImageError
+
+    from neuroflow.data.framing import frame_like_mnist
+
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L"), dtype=np.float32)
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise DataError(f"data {path}: cannot be read as an image ({error})") from None
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    if border.mean() > 127:  # dark ink on light paper
+        pixels = 255 - pixels
+    pixels[pixels < 0.2 * pixels.max()] = 0  # paper grain is not ink
+    if shape[0] != shape[1]:
+        raise DataError(f"{path}: images cannot be framed for a {shape} model")
+    return frame_like_mnist(pixels.round().astype(np.uint8)[None], shape[0])[0]

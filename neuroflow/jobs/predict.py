@@ -1,0 +1,215 @@
+"""predict: score a set of images with a registered classifier, a batch at a time, and log
+predictions.parquet (an id or path per image, the predicted class and its probability), with
+accuracy and a confusion matrix when the images have labels."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+
+from neuroflow.data.inputs import Inputs, open_inputs
+from neuroflow.errors import NeuroflowError, RunLookupError
+from neuroflow.settings import PredictConfig
+from neuroflow.tracking import plots
+from neuroflow.tracking.lineage import provenance_tags
+from neuroflow.tracking.models import check_model
+from neuroflow.tracking.networks import PROBABILITIES
+from neuroflow.tracking.runs import STEP_TAG, download, log_params_once
+
+PREDICTIONS = "predictions.parquet"
+EXPECTED = "a models:/ URI of a classifier this project logged"
+
+
+def predict(config: PredictConfig) -> dict[str, float]:
+    """In the active run. Returns the metrics it logged."""
+    mlflow.set_tags({STEP_TAG: "predict", **provenance_tags()})
+    log_params_once(
+        {
+            "model": config.model,
+            "data": config.data,
+            "engine": config.engine,
+            "batch_size": config.batch_size,
+        }
+    )
+    mlflow.set_tags(model_tags(config.model))
+    check_model(config.model, "model", EXPECTED)
+    model = mlflow.pyfunc.load_model(config.model)
+    shape = model.metadata.get_input_schema().inputs[0].shape
+    if len(shape) != 3:
+        raise RunLookupError(
+            f"model {config.model} takes inputs of shape {shape}, so it is not a classifier; "
+            f"expected {EXPECTED}"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = open_inputs(
+            config.data, tuple(shape[1:]), lambda run_id: Path(prepared(run_id, tmp))
+        )
+        if inputs.count == 0:
+            raise RunLookupError(f"data {config.data!r} holds no images; expected at least one")
+        log_input(inputs)
+        out = Path(tmp) / PREDICTIONS
+        if config.engine == "spark":
+            predicted = score_on_spark(config.model, inputs, config.batch_size, Path(tmp))
+        else:
+            predicted = score_locally(model, inputs, config.batch_size, out)
+        mlflow.log_artifact(str(out))
+    metrics = {"images": float(inputs.count)}
+    if inputs.labels is not None:
+        labels = inputs.labels.astype(np.int64)
+        metrics["accuracy"] = float((predicted == labels).mean())
+        classes = model.unwrap_python_model().network.classes
+        matrix = plots.confusion_matrix(labels, predicted, len(classes))
+        plots.log_confusion_matrix(matrix, classes)
+        mlflow.log_dict({"classes": classes, "matrix": matrix.tolist()}, "confusion_matrix.json")
+    mlflow.log_metrics(metrics)
+    shown = f", accuracy {metrics['accuracy']:.4f}" if "accuracy" in metrics else ""
+    print(f"predict: {inputs.count} images scored by {config.model}{shown}")
+    return metrics
+
+
+def model_tags(uri: str) -> dict[str, str]:
+    """The registered version a models:/<name>/<version> or models:/<name>@<alias> URI names
+    now, so the run records what it used even after the alias moves."""
+    tags = {"model_uri": uri}
+    name = uri.removeprefix("models:/")
+    if not uri.startswith("models:/") or "/" not in name and "@" not in name:
+        return tags  # a logged model's own URI (models:/m-...) or a runs:/ URI
+    client = MlflowClient()
+    try:
+        if "@" in name:
+            name, alias = name.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = name.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+    except mlflow.exceptions.MlflowException as error:
+        first = str(error).splitlines()[0]
+        raise RunLookupError(f"model {uri} does not exist ({first}); expected {EXPECTED}") from None
+    return {**tags, "model_name": version.name, "model_version": str(version.version)}
+
+
+def prepared(run_id: str, tmp: str) -> str:
+    from neuroflow.tracking.runs import get_run
+
+    run = get_run(run_id)
+    if run.data.tags.get(STEP_TAG) != "preprocess":
+        step = run.data.tags.get(STEP_TAG, "?")
+        raise RunLookupError(f"run {run_id} is a {step} run; expected a preprocess run for data")
+    return download(f"runs:/{run_id}/prepared", tmp)
+
+
+def log_input(inputs: Inputs) -> None:
+    """The images as the run's input, by their source, without reading them again."""
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from neuroflow.tracking.lineage import RunArtifactSource
+
+    if inputs.uri.startswith("runs:/"):
+        source = RunArtifactSource(inputs.uri)
+    else:
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+        with warnings.catch_warnings():  # two of MLflow's sources take a path; either will do
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+            source = resolve_dataset_source(inputs.uri)
+    mlflow.log_input(MetaDataset(source, name=inputs.name), context="inference")
+
+
+def score_locally(model, inputs: Inputs, batch_size: int, out: Path) -> np.ndarray:
+    """Score `inputs` a batch at a time, appending each batch's rows to the parquet file
+    `out`. Returns the predicted class ids."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    predicted, writer = [], None
+    try:
+        for start, images in inputs.batches(batch_size):
+            frame = model.predict(images.astype(np.float32), params={PROBABILITIES: True})
+            stop = start + len(images)
+            frame.insert(0, "id", inputs.ids(start, stop))
+            if inputs.labels is not None:
+                frame["label"] = inputs.labels[start:stop].astype(np.int64)
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            writer = writer or pq.ParquetWriter(out, table.schema)
+            writer.write_table(table)
+            predicted.append(frame["class"].to_numpy())
+    finally:
+        if writer is not None:
+            writer.close()
+    return np.concatenate(predicted)
+
+
+SPARK_EXTRA = "pip install -r requirements-spark.txt"  # pyspark, pinned
+
+
+def spark_session():
+    """The active SparkSession (a Databricks cluster's), or a local one on every core."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise NeuroflowError(
+            f"engine=spark needs pyspark, which is not installed: {SPARK_EXTRA}"
+        ) from None
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    return (
+        SparkSession.builder.master("local[*]")
+        .appName("neuroflow-predict")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "1024")
+        .getOrCreate()
+    )
+
+
+def score_on_spark(model_uri: str, inputs: Inputs, batch_size: int, tmp: Path) -> np.ndarray:
+    """Score `inputs` with the model as an mlflow.pyfunc.spark_udf. The images are staged as a
+    parquet file of (id, pixels) rows, a batch at a time, which Spark reads in partitions, so
+    neither the driver nor an executor holds them all. Writes tmp/PREDICTIONS; returns the
+    predicted class ids, in the images' order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spark = spark_session()
+    staged, writer = tmp / "images.parquet", None
+    try:
+        for start, images in inputs.batches(batch_size):
+            stop = start + len(images)
+            columns = {
+                "row": np.arange(start, stop, dtype=np.int64),
+                "id": inputs.ids(start, stop),
+                "pixels": list(images.reshape(len(images), -1).astype(np.float32)),
+            }
+            if inputs.labels is not None:
+                columns["label"] = inputs.labels[start:stop].astype(np.int64)
+            table = pa.table(columns)
+            writer = writer or pq.ParquetWriter(staged, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    scored = mlflow.pyfunc.spark_udf(
+        spark,
+        model_uri,
+        result_type="class long, probability double",
+        env_manager="local",
+        params={PROBABILITIES: True},
+    )
+    frame = spark.read.parquet(str(staged))
+    frame = frame.withColumn("scored", scored("pixels")).select(
+        "row",
+        "id",
+        "scored.class",
+        "scored.probability",
+        *(["label"] if inputs.labels is not None else []),
+    )
+    out = tmp / "spark-predictions"
+    frame.orderBy("row").drop("row").coalesce(1).write.mode("overwrite").parquet(str(out))
+    (part,) = out.glob("part-*.parquet")
+    part.replace(tmp / PREDICTIONS)
+    return pq.read_table(tmp / PREDICTIONS, columns=["class"]).column("class").to_numpy()
