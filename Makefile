@@ -21,7 +21,7 @@ PYTEST := python -m pytest $(if $(filter 1,$(WORKERS)),,-n $(WORKERS) --dist loa
 
 setup:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@stamp=$(VENV)/.requirements-$$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16); \
+	@stamp=$(VENV)/.requirements-$$(cat requirements*.txt | sha256sum | cut -c1-16); \
 	if [ ! -f $$stamp ]; then \
 		echo "installing requirements-dev.txt into $(VENV)"; \
 		$(BIN)/python -m pip install --quiet --upgrade pip && \
