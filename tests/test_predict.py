@@ -136,15 +136,8 @@ def test_spark_gives_the_predictions_local_scoring_gives(scored, tmp_path):
 
 
 def test_spark_without_pyspark_names_the_extra(scored, monkeypatch):
-    import builtins
+    import sys
 
-    real_import = builtins.__import__
-
-    def no_pyspark(name, *args, **kwargs):
-        if name.startswith("pyspark"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pyspark)
+    monkeypatch.setitem(sys.modules, "pyspark.sql", None)  # as if pyspark were not installed
     with mlflow.start_run(), pytest.raises(NeuroflowError, match="requirements-spark.txt"):
         predict(PredictConfig(model=MODEL, data=scored.data.run_id, engine="spark"))
