@@ -5,6 +5,7 @@ accuracy and a confusion matrix when the images have labels."""
 from __future__ import annotations
 
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -53,12 +54,18 @@ def predict(config: PredictConfig) -> dict[str, float]:
             raise RunLookupError(f"data {config.data!r} holds no images; expected at least one")
         log_input(inputs)
         out = Path(tmp) / PREDICTIONS
+        started = time.perf_counter()
         if config.engine == "spark":
             predicted = score_on_spark(config.model, inputs, config.batch_size, Path(tmp))
         else:
             predicted = score_locally(model, inputs, config.batch_size, out)
+        seconds = time.perf_counter() - started  # reading, scoring and writing; no start-up
         mlflow.log_artifact(str(out))
-    metrics = {"images": float(inputs.count)}
+    metrics = {
+        "images": float(inputs.count),
+        "scoring_s": seconds,
+        "images_per_s": inputs.count / seconds,
+    }
     if inputs.labels is not None:
         labels = inputs.labels.astype(np.int64)
         metrics["accuracy"] = float((predicted == labels).mean())
