@@ -81,3 +81,16 @@ def test_the_model_format_benchmark_compares_both_formats(tmp_path):
         assert mlp[form]["load_s"] > 0 and mlp[form]["predict_1_ms"] > 0
         assert mlp[form]["output"] == "int64"
     assert "models-from-code" in done.stdout
+
+
+def test_the_predict_benchmark_runs_both_engines_and_writes_its_json(tmp_path):
+    out = tmp_path / "predict.json"
+    done = quick_run("benchmarks.predict", out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for size in ("1000", "10000"):
+        assert results[size]["same_predictions"] is True
+        for engine in ("local", "spark"):
+            row = results[size][engine]
+            assert row["images"] == int(size) and row["images_per_s"] > 0, (size, engine)
+            assert row["peak_mib"] > 0 and 0 <= row["accuracy"] <= 1
