@@ -20,7 +20,13 @@ from neuroflow.tracking import plots
 from neuroflow.tracking.lineage import provenance_tags
 from neuroflow.tracking.models import check_model
 from neuroflow.tracking.networks import PROBABILITIES
-from neuroflow.tracking.runs import STEP_TAG, download, log_params_once
+from neuroflow.tracking.runs import (
+    STEP_TAG,
+    download,
+    experiment_id,
+    log_params_once,
+    resolve_data,
+)
 
 PREDICTIONS = "predictions.parquet"
 EXPECTED = "a models:/ URI of a classifier this project logged"
@@ -84,7 +90,7 @@ def model_tags(uri: str) -> dict[str, str]:
     now, so the run records what it used even after the alias moves."""
     tags = {"model_uri": uri}
     name = uri.removeprefix("models:/")
-    if not uri.startswith("models:/") or "/" not in name and "@" not in name:
+    if not uri.startswith("models:/") or ("/" not in name and "@" not in name):
         return tags  # a logged model's own URI (models:/m-...) or a runs:/ URI
     client = MlflowClient()
     try:
@@ -101,13 +107,8 @@ def model_tags(uri: str) -> dict[str, str]:
 
 
 def prepared(run_id: str, tmp: str) -> str:
-    from neuroflow.tracking.runs import get_run
-
-    run = get_run(run_id)
-    if run.data.tags.get(STEP_TAG) != "preprocess":
-        step = run.data.tags.get(STEP_TAG, "?")
-        raise RunLookupError(f"run {run_id} is a {step} run; expected a preprocess run for data")
-    return download(f"runs:/{run_id}/prepared", tmp)
+    """The prepared folder of preprocess run `run_id`, downloaded into `tmp`."""
+    return download(resolve_data(run_id, experiment_id()).uri, tmp)
 
 
 def log_input(inputs: Inputs) -> None:

@@ -108,22 +108,22 @@ def load_model(uri: str, role: str = "model", expected: str = "the URI of a logg
     unpickling anything. When it cannot be, a one-line RunLookupError naming the URI in its
     `role` and what was `expected`: a URI that names nothing, a model another project logged
     (it has no network artifact), a corrupt or truncated spec or weights file."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-            return load_network(network_dir(local))
-        except (NetworkError, MlflowException, OSError) as error:
-            raise unloadable(uri, error, role, expected) from None
+    return _from_network(uri, role, expected, load_network)
 
 
 def check_model(uri: str, role: str, expected: str) -> str:
     """Check, without torch, that the model at `uri` is one this project logged and is whole
     (see networks.check_network). Returns its weights' sha256; a one-line RunLookupError
     naming the URI in its `role` otherwise."""
+    return _from_network(uri, role, expected, check_network)
+
+
+def _from_network(uri: str, role: str, expected: str, read):
+    """read(the network's folder) for the model at `uri`, downloaded for the call."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-            return check_network(network_dir(local))
+            return read(network_dir(local))
         except (NetworkError, MlflowException, OSError) as error:
             raise unloadable(uri, error, role, expected) from None
 
