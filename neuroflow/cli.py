@@ -124,20 +124,28 @@ def main_module() -> str | None:
 SYSTEM_METRICS_EVERY_S = "2"  # MLflow samples every 10 s: no point at all in a digits run
 
 
+@contextlib.contextmanager
 def step_run(system_metrics: bool = False):
     """The MLflow run a step works in. Under torchrun only rank 0 opens (and logs to) it. With
     `system_metrics`, MLflow samples CPU, memory, disk, network and (with nvidia-ml-py) GPU use
-    while it runs, as system/ metrics."""
+    while it runs, as system/ metrics. As a Databricks job's task, the run nests under the
+    job's and hands its id on to later tasks once it has finished (neuroflow.tasks)."""
     if os.environ.get("RANK", "0") != "0":
-        return contextlib.nullcontext()
+        yield None
+        return
     import mlflow
+
+    from neuroflow import tasks
 
     if system_metrics:
         import psutil
 
         os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", SYSTEM_METRICS_EVERY_S)
         psutil.cpu_percent()  # a first call starts the count: MLflow's first sample then reads it
-    return mlflow.start_run(log_system_metrics=system_metrics)
+    parent = tasks.parent_run_id()
+    with mlflow.start_run(log_system_metrics=system_metrics, parent_run_id=parent) as run:
+        yield run
+    tasks.hand_on(run.info.run_id)
 
 
 EXIT_CODE: list[int] = []  # set by a step's process as it exits; see skip_teardown

@@ -1,25 +1,36 @@
-"""Submit an entry point to Databricks, after checking all that can be checked on this side.
+"""Run on Databricks, after checking all that can be checked on this side.
 
     python -m neuroflow.databricks databricks/cluster-gpu.json -e train_cnn -P nproc=4
+    python -m neuroflow.databricks job -P epochs=3
 
-Before anything is uploaded or started it checks the backend config (valid JSON, a new_cluster,
-no existing_cluster_id) and the parameters, with the entry point's own options. It then runs
-`mlflow run -b databricks` on a clean clone of the committed code, so the uploaded project holds
-exactly the code of a commit, which the run records, and no local store, environment or stray
-file goes with it.
+The first runs one entry point with `mlflow run -b databricks`. Before anything is uploaded or
+started it checks the backend config (valid JSON, a new_cluster, no existing_cluster_id) and the
+parameters, with the entry point's own options.
+
+The second submits the pipeline as the multi-task job of databricks.yml through databricks-sdk
+(neuroflow.bundle checks it first): the project's files go where `databricks bundle deploy` puts
+them, and every task's run nests under one run for the job, which ends as the job does.
+
+Both send a clean clone of the committed code, so the workspace holds exactly the code of a
+commit, which the runs record, and no local store, environment or stray file goes with it.
 """
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
+import os
 import subprocess
+import sys
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
 
-from neuroflow import cli
+from neuroflow import bundle, cli, tasks
 from neuroflow.envs import ROOT
 
 
@@ -89,6 +100,19 @@ def clean_clone(destination: Path) -> Path:
     return destination
 
 
+def committed() -> str:
+    """The commit of this checkout, which must have no uncommitted changes."""
+    from neuroflow.tracking.lineage import git_state
+
+    commit, dirty = git_state(ROOT)
+    if commit is None or dirty:
+        raise click.UsageError(
+            "the code has uncommitted changes (or is not a git checkout); commit them, so the "
+            "Databricks run is exactly a commit"
+        )
+    return commit
+
+
 @click.command("databricks")
 @click.argument("backend_config")
 @click.option("-e", "--entry-point", default="main", show_default=True)
@@ -108,14 +132,7 @@ def submit(backend_config, entry_point, params, experiment_name, env_manager, wa
     """Run ENTRY_POINT on a new Databricks cluster described by BACKEND_CONFIG."""
     config = check_backend_config(backend_config)
     check_params(entry_point, params)
-    from neuroflow.tracking.lineage import git_state
-
-    commit, dirty = git_state(ROOT)
-    if commit is None or dirty:
-        raise click.UsageError(
-            "the code has uncommitted changes (or is not a git checkout); commit them, so the "
-            "Databricks run is exactly a commit"
-        )
+    commit = committed()
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -138,5 +155,131 @@ def submit(backend_config, entry_point, params, experiment_name, env_manager, wa
         raise click.ClickException(f"run {submitted.run_id} failed on Databricks")
 
 
+DONE = ("TERMINATED", "SKIPPED", "INTERNAL_ERROR")
+
+
+@click.command("databricks job")
+@click.option(
+    "--bundle",
+    "bundle_path",
+    default=str(ROOT / "databricks.yml"),
+    show_default="databricks.yml",
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+@click.option("-t", "--target", default=None, help="a target of the bundle; default its default")
+@click.option("--job", "job_key", default=None, help="a job of the bundle; default its only one")
+@click.option("-P", "--param", "params", multiple=True, callback=parse_params, metavar="NAME=VALUE")
+@click.option("--experiment-name", default=None, help="default the bundle's var.experiment")
+@click.option("--profile", default=None, help="a profile of ~/.databrickscfg")
+@click.option("--timeout", default=4 * 3600, show_default=True, help="seconds to wait")
+def submit_job(bundle_path, target, job_key, params, experiment_name, profile, timeout):
+    """Submit the job of BUNDLE (preprocess, trainers, register, promote) and follow it."""
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.errors import DatabricksError
+
+    job_spec = bundle.job(bundle_path, "<user>", target, params, experiment_name, job_key)
+    commit = committed()
+    try:
+        workspace = WorkspaceClient(profile=profile)
+        user = workspace.current_user.me().user_name
+    except (DatabricksError, ValueError) as error:
+        raise click.ClickException(f"cannot reach the Databricks workspace: {error}") from None
+    job_spec = bundle.job(bundle_path, user, target, params, experiment_name, job_key)
+    parent = open_job_run(job_spec, commit)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            upload(workspace, clean_clone(Path(tmp) / "neuroflow"), job_spec.file_path)
+        for task in job_spec.tasks:
+            env = task["new_cluster"].setdefault("spark_env_vars", {})
+            env.update({"MLFLOW_EXPERIMENT_NAME": job_spec.experiment, tasks.PARENT_RUN: parent})
+        from databricks.sdk.service.jobs import SubmitTask
+
+        submitted = workspace.jobs.submit(
+            run_name=job_spec.name, tasks=[SubmitTask.from_dict(t) for t in job_spec.tasks]
+        )
+        run_id = submitted.response.run_id
+        print(f"submitted job run {run_id} of commit {commit[:12]}; MLflow run {parent}")
+        state = follow(workspace, run_id, timeout)
+    except BaseException as error:
+        end_job_run(parent, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        if isinstance(error, DatabricksError):
+            raise click.ClickException(f"Databricks refused the job: {error}") from None
+        raise
+    result = state.result_state.value if state.result_state else state.life_cycle_state.value
+    end_job_run(parent, "FINISHED" if result == "SUCCESS" else "FAILED")
+    if result != "SUCCESS":
+        raise click.ClickException(f"job run {run_id} ended {result}: {state.state_message}")
+
+
+def open_job_run(job_spec: bundle.Job, commit: str) -> str:
+    """The MLflow run the job's tasks nest under, in the job's experiment; its id."""
+    import mlflow
+
+    from neuroflow.tracking.runs import STEP_TAG
+
+    os.environ.setdefault("MLFLOW_TRACKING_URI", "databricks")
+    experiment = mlflow.set_experiment(job_spec.experiment)
+    run = mlflow.MlflowClient().create_run(
+        experiment.experiment_id,
+        run_name=job_spec.name,
+        tags={STEP_TAG: "job", "git_commit": commit, "mlflow.source.git.commit": commit},
+    )
+    mlflow.MlflowClient().log_batch(
+        run.info.run_id,
+        params=[mlflow.entities.Param(k, v) for k, v in job_spec.parameters.items()],
+    )
+    return run.info.run_id
+
+
+def end_job_run(run_id: str, status: str) -> None:
+    import mlflow
+
+    mlflow.MlflowClient().set_terminated(run_id, status)
+
+
+def upload(workspace, project: Path, folder: str) -> None:
+    """The committed files of `project` into the workspace folder `folder`, as workspace files."""
+    from databricks.sdk.service.workspace import ImportFormat
+
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=project, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    files = [name for name in files if name]
+    for parent in sorted({str(Path(folder, name).parent) for name in files}):
+        workspace.workspace.mkdirs(parent)
+
+    def one(name: str) -> None:
+        content = base64.b64encode((project / name).read_bytes()).decode()
+        path = f"{folder}/{name}"
+        workspace.workspace.import_(path, content=content, format=ImportFormat.AUTO, overwrite=True)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, files))
+    print(f"uploaded {len(files)} files to {folder}")
+
+
+def follow(workspace, run_id: int, timeout: float):
+    """Wait for the job run, printing each task's state as it changes; its final state."""
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        run = workspace.jobs.get_run(run_id)
+        for task in run.tasks or []:
+            state = task.state
+            text = state.result_state.value if state.result_state else state.life_cycle_state.value
+            if seen.get(task.task_key) != text:
+                seen[task.task_key] = text
+                print(f"  {task.task_key}: {text}", flush=True)
+        if run.state.life_cycle_state.value in DONE:
+            return run.state
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"job run {run_id} still running after {timeout} s")
+        time.sleep(2)
+
+
 if __name__ == "__main__":
-    cli.run(submit)
+    if sys.argv[1:2] == ["job"]:
+        del sys.argv[1]
+        cli.run(submit_job)
+    else:
+        cli.run(submit)

@@ -1,6 +1,6 @@
-"""The Databricks backend, proven against a loopback workspace (tests/databricks_loopback.py)
-and a real `mlflow server` behind it; and the submit command's checks, which run before
-anything is uploaded."""
+"""The Databricks backend and the bundle's multi-task job, proven against a loopback workspace
+(tests/databricks_loopback.py) and a real `mlflow server` behind it; and the submit commands'
+checks, which run before anything is uploaded."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from databricks_loopback import Workspace
@@ -145,13 +146,14 @@ def refused(workspace: Workspace, *args: str) -> tuple[int, str]:
     environment, as the command runs it: (exit code, stderr)."""
     from neuroflow import cli, databricks
 
+    command = databricks.submit_job if args[:1] == ("job",) else databricks.submit
     stderr = io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
         for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "MLFLOW_TRACKING_URI"):
             patch.setenv(name, client_env(workspace)[name])
-        patch.setattr(sys, "argv", ["databricks", *args])
+        patch.setattr(sys, "argv", ["databricks", *args[command is databricks.submit_job :]])
         with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exit:
-            cli.run(databricks.submit)
+            cli.run(command)
     return exit.value.code, stderr.getvalue()
 
 
@@ -241,3 +243,228 @@ def test_the_submit_command_uploads_exactly_a_commit(workspace, tmp_path):
     filter_string = f"tags.git_commit = '{commit}' and tags.step = 'preprocess'"
     (run,) = client.search_runs([experiment_id(workspace)], filter_string)
     assert run.info.status == "FINISHED"
+
+
+# -- the bundle's multi-task job -----------------------------------------------------------------
+
+JOB_EXPERIMENT = "/Users/tests/neuroflow-job"
+FAMILIES = ("mlp", "cnn", "rnn", "dcgan")
+
+
+@pytest.mark.slow
+def test_the_bundle_job_runs_every_task_in_order_into_one_tree(workspace, tmp_path):
+    project = project_snapshot(tmp_path / "project")
+    result = submit(
+        workspace,
+        "job",
+        "--experiment-name",
+        JOB_EXPERIMENT,
+        *("-P", "epochs=1", "-P", "dcgan_epochs=1", "-P", "max_batches=4"),
+        cwd=project,
+    )
+    job = workspace.jobs[len(workspace.jobs)]
+    logs = {key: task.log.read_text()[-2000:] for key, task in job.tasks.items() if task.log}
+    assert result.returncode == 0, (result.stderr, logs)
+    print(result.stdout)
+
+    # Every task ran, each after the tasks it depends on; the order as the workspace saw it.
+    bundle = yaml.safe_load((project / "databricks.yml").read_text())
+    declared = bundle["resources"]["jobs"]["neuroflow"]["tasks"]
+    assert set(job.tasks) == {task["task_key"] for task in declared}
+    for key, task in job.tasks.items():
+        assert task.result_state == "SUCCESS", (key, logs.get(key))
+        for dependency in task.task.get("depends_on", []):
+            assert job.tasks[dependency["task_key"]].end_time <= task.start_time, key
+    started = sorted(job.tasks.items(), key=lambda item: item[1].start_time)
+    first = started[0][1].start_time
+    for key, task in started:
+        print(f"{key:>15}: {task.start_time - first:6.1f} s -> {task.end_time - first:6.1f} s")
+
+    # The project went where `databricks bundle deploy` puts it: exactly the commit's files.
+    files = workspace.files / "Users" / "tests@example.com" / ".bundle" / "neuroflow" / "dev"
+    uploaded = {str(p.relative_to(files / "files")) for p in files.rglob("*") if p.is_file()}
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=project, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert uploaded == set(tracked)
+    (library,) = job.payload["tasks"][0]["libraries"]
+    deployed = "/Workspace/Users/tests@example.com/.bundle/neuroflow/dev/files"
+    assert library == {"requirements": f"{deployed}/requirements.txt"}
+    assert all(t["new_cluster"]["spark_version"] >= "15.4" for t in job.payload["tasks"])
+
+    # One tree in MLflow: the job's run, and under it one run per task, linked by task values.
+    client = MlflowClient(tracking_uri=workspace.url)
+    experiment = client.get_experiment_by_name(JOB_EXPERIMENT).experiment_id
+    (parent,) = client.search_runs([experiment], "tags.step = 'job'")
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == len(job.tasks)
+    tree = {parent.info.run_id, *(child.info.run_id for child in children)}
+    for run in client.search_runs([experiment]):  # promote's evaluations nest under its run
+        assert run.info.run_id == parent.info.run_id or run.data.tags["mlflow.parentRunId"] in tree
+    by_step: dict[str, list] = {}
+    for child in children:
+        assert child.info.status == "FINISHED"
+        by_step.setdefault(child.data.tags["step"], []).append(child)
+    assert {step: len(runs) for step, runs in by_step.items()} == {
+        "preprocess": 1,
+        **{f"train_{f}": 1 for f in FAMILIES},
+        "register": 4,
+        "promote": 4,
+    }
+    (prepared,) = by_step["preprocess"]
+    trained = {f: by_step[f"train_{f}"][0] for f in FAMILIES}
+    assert all(run.data.params["data"] == prepared.info.run_id for run in trained.values())
+    registered = {run.data.params["run_id"]: run for run in by_step["register"]}
+    assert set(registered) == {run.info.run_id for run in trained.values()}
+    for run in trained.values():
+        model = registered[run.info.run_id].data.tags["registered_model"]
+        assert client.get_model_version_by_alias(model, "champion").run_id == run.info.run_id
+    cnn = registered[trained["cnn"].info.run_id].data.tags["registered_model"]
+    assert trained["dcgan"].data.params["evaluator"] == f"models:/{cnn}@champion"
+    print(f"job run {parent.info.run_id}: {len(children)} task runs under it")
+
+
+@pytest.mark.slow
+def test_a_failed_task_fails_the_job_and_skips_what_follows(workspace, tmp_path):
+    project = project_snapshot(tmp_path / "project")
+    client = MlflowClient(tracking_uri=workspace.url)
+    models = {m.name: m.latest_versions for m in client.search_registered_models()}
+    empty = tmp_path / "empty"  # a folder with no IDX files: preprocess fails on the cluster
+    empty.mkdir()
+    experiment = f"{JOB_EXPERIMENT}-failed"
+    params = ("-P", "dataset=idx", "-P", f"data_dir={empty}")
+    result = submit(workspace, "job", "--experiment-name", experiment, *params, cwd=project)
+    assert result.returncode != 0
+    job = workspace.jobs[len(workspace.jobs)]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"databricks job: error: job run {len(workspace.jobs)} ended FAILED: tasks failed: "
+        "preprocess"
+    )
+    states = {key: task.result_state for key, task in job.tasks.items()}
+    assert states.pop("preprocess") == "FAILED"
+    assert set(states.values()) == {"UPSTREAM_FAILED"}
+    assert all(task.process is None for key, task in job.tasks.items() if key != "preprocess")
+
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    (parent,) = client.search_runs([experiment_id], "tags.step = 'job'")
+    (child,) = client.search_runs([experiment_id], "tags.step != 'job'")
+    assert parent.info.status == child.info.status == "FAILED"
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert {m.name: m.latest_versions for m in client.search_registered_models()} == models
+
+
+def a_bundle(tmp_path: Path, change) -> str:
+    """databricks.yml with `change` made to it, as a file; its path."""
+    bundle = yaml.safe_load((ROOT / "databricks.yml").read_text())
+    change(bundle["resources"]["jobs"]["neuroflow"])
+    path = tmp_path / "databricks.yml"
+    path.write_text(yaml.safe_dump(bundle))
+    return str(path)
+
+
+def task(job: dict, key: str) -> dict:
+    return next(t for t in job["tasks"] if t["task_key"] == key)
+
+
+BAD_BUNDLES = [
+    (
+        lambda job: task(job, "train_cnn")["spark_python_task"].pop("python_file"),
+        "task 'train_cnn' has no spark_python_task.python_file",
+    ),
+    (
+        lambda job: job["job_clusters"][0]["new_cluster"].pop("spark_version"),
+        "job cluster 'cpu' has no spark_version",
+    ),
+    (
+        lambda job: job["job_clusters"][0]["new_cluster"].update(
+            spark_version="14.3.x-cpu-ml-scala2.12"
+        ),
+        "expected Databricks Runtime 15.4 LTS ML or newer",
+    ),
+    (lambda job: job.pop("tasks"), "job 'neuroflow' has no tasks"),
+    (
+        lambda job: task(job, "register_cnn").update(depends_on=[{"task_key": "train_vit"}]),
+        "task 'register_cnn' depends on unknown task 'train_vit'",
+    ),
+    (
+        lambda job: task(job, "register_cnn").update(depends_on=[{"task_key": "preprocess"}]),
+        "task 'register_cnn' reads a value of task 'train_cnn', which it does not depend on",
+    ),
+    (
+        lambda job: task(job, "preprocess").update(depends_on=[{"task_key": "promote_dcgan"}]),
+        "depend on each other",
+    ),
+    (
+        lambda job: task(job, "train_mlp")["spark_python_task"]["parameters"].append("--epoch=3"),
+        "task 'train_mlp': train_mlp has no option --epoch",
+    ),
+    (
+        lambda job: task(job, "train_mlp")["spark_python_task"]["parameters"].append(
+            "--lr={{job.parameters.lr}}"
+        ),
+        "task 'train_mlp' refers to unknown job parameter 'lr'",
+    ),
+    (lambda job: task(job, "train_mlp").pop("job_cluster_key"), "has no job_cluster_key"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_BUNDLES)
+def test_a_bad_bundle_is_refused_before_anything_is_sent(idle_workspace, tmp_path, change, message):
+    code, stderr = refused(idle_workspace, "job", "--bundle", a_bundle(tmp_path, change))
+    assert code != 0
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("databricks job: error: ") and message in line, line
+    assert idle_workspace.requests == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-P", "colour=red"], "-P colour: job 'neuroflow' has no parameter 'colour'"),
+        (["-t", "staging"], "has no target 'staging'; its targets: dev, prod"),
+        (["-P", "epochs=zero"], "task 'train_mlp': Invalid value for '--epochs': 'zero' is not"),
+        (["-P", "dataset=cifar"], "task 'preprocess': Invalid value for '--dataset': 'cifar'"),
+        (["--bundle", "missing.yml"], "cannot read missing.yml"),
+    ],
+)
+def test_bad_job_options_are_refused_before_anything_is_sent(idle_workspace, args, message):
+    code, stderr = refused(idle_workspace, "job", *args)
+    assert code != 0
+    (line,) = stderr.strip().splitlines()
+    assert message in line, line
+    assert idle_workspace.requests == []
+
+
+def test_the_bundle_resolves_as_a_deploy_would():
+    from neuroflow import bundle
+
+    job = bundle.job(ROOT / "databricks.yml", "ada@example.com", "prod", {"epochs": "3"})
+    assert job.file_path == "/Workspace/Shared/.bundle/neuroflow/prod/files"
+    assert job.experiment == "/Users/ada@example.com/neuroflow" and job.name == "neuroflow"
+    (train,) = [t for t in job.tasks if t["task_key"] == "train_cnn"]
+    assert train["spark_python_task"]["parameters"] == [
+        "train_cnn",
+        "--data={{tasks.preprocess.values.run_id}}",
+        "--epochs=3",
+        "--max-batches=0",
+    ]
+    assert train["spark_python_task"]["python_file"] == f"{job.file_path}/databricks/task.py"
+    assert train["libraries"] == [{"requirements": f"{job.file_path}/requirements.txt"}]
+    dev = bundle.job(ROOT / "databricks.yml", "ada@example.com")
+    assert dev.name == "[dev ada] neuroflow"
+    assert dev.file_path == "/Workspace/Users/ada@example.com/.bundle/neuroflow/dev/files"
+    order = bundle.order(dev.tasks, "databricks.yml")
+    assert order.index("promote_cnn") < order.index("train_dcgan") < order.index("promote_dcgan")
+
+
+def test_a_task_naming_no_entry_point_fails_with_one_line():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "databricks" / "task.py"), "train_vit", "--epochs=1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("task: 'train_vit' is not an entry point; expected one of main, ")
