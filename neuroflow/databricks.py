@@ -177,6 +177,8 @@ def submit_job(bundle_path, target, job_key, params, experiment_name, profile, t
     from databricks.sdk import WorkspaceClient
     from databricks.sdk.errors import DatabricksError
 
+    # the whole bundle is checked before the workspace is asked anything (its user's name only
+    # fills in paths)
     job_spec = bundle.job(bundle_path, "<user>", target, params, experiment_name, job_key)
     commit = committed()
     try:
@@ -185,7 +187,7 @@ def submit_job(bundle_path, target, job_key, params, experiment_name, profile, t
     except (DatabricksError, ValueError) as error:
         raise click.ClickException(f"cannot reach the Databricks workspace: {error}") from None
     job_spec = bundle.job(bundle_path, user, target, params, experiment_name, job_key)
-    parent = open_job_run(job_spec, commit)
+    parent, run_id = open_job_run(job_spec, commit), None
     try:
         with tempfile.TemporaryDirectory() as tmp:
             upload(workspace, clean_clone(Path(tmp) / "neuroflow"), job_spec.file_path)
@@ -201,7 +203,10 @@ def submit_job(bundle_path, target, job_key, params, experiment_name, profile, t
         print(f"submitted job run {run_id} of commit {commit[:12]}; MLflow run {parent}")
         state = follow(workspace, run_id, timeout)
     except BaseException as error:
-        end_job_run(parent, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        stopped = isinstance(error, KeyboardInterrupt)
+        if stopped and run_id is not None:
+            workspace.jobs.cancel_run(run_id)
+        end_job_run(parent, "KILLED" if stopped else "FAILED")
         if isinstance(error, DatabricksError):
             raise click.ClickException(f"Databricks refused the job: {error}") from None
         raise

@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -352,6 +354,40 @@ def test_a_failed_task_fails_the_job_and_skips_what_follows(workspace, tmp_path)
     assert parent.info.status == child.info.status == "FAILED"
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert {m.name: m.latest_versions for m in client.search_registered_models()} == models
+
+
+@pytest.mark.slow
+def test_stopping_the_submit_command_cancels_the_job(workspace, tmp_path):
+    project = project_snapshot(tmp_path / "project")
+    experiment = f"{JOB_EXPERIMENT}-stopped"
+    command = [sys.executable, "-m", "neuroflow.databricks", "job"]
+    command += ["--experiment-name", experiment, "-P", "epochs=1", "-P", "max_batches=2"]
+    submitter = subprocess.Popen(
+        command, cwd=project, env=client_env(workspace), stderr=subprocess.PIPE, text=True
+    )
+    count, deadline = len(workspace.jobs), time.monotonic() + 300
+
+    def preprocessing() -> bool:
+        job = workspace.jobs.get(count + 1)
+        return bool(job and job.tasks and job.tasks["preprocess"].life_cycle_state == "RUNNING")
+
+    while not preprocessing():
+        assert time.monotonic() < deadline and submitter.poll() is None
+        time.sleep(0.2)
+    job = workspace.jobs[count + 1]
+    submitter.send_signal(signal.SIGINT)
+    _, stderr = submitter.communicate(timeout=120)
+    assert submitter.returncode != 0
+    assert stderr.strip().splitlines()[-1] == "databricks job: error: aborted"
+    job.wait(timeout=60)
+    assert job.result_state == "CANCELED"
+    assert {t.result_state for k, t in job.tasks.items() if k != "preprocess"} == {
+        "UPSTREAM_FAILED"
+    }
+    client = MlflowClient(tracking_uri=workspace.url)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    (parent,) = client.search_runs([experiment_id], "tags.step = 'job'")
+    assert parent.info.status == "KILLED"
 
 
 def a_bundle(tmp_path: Path, change) -> str:
