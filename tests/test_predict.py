@@ -65,6 +65,22 @@ def test_a_preprocess_run_is_scored_on_its_test_split_as_training_scored_it(scor
     }
 
 
+def test_the_model_is_downloaded_once(scored, monkeypatch):
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    downloads = []
+    download = ModelsArtifactRepository.download_artifacts
+
+    def counted(self, *args, **kwargs):
+        downloads.append(self.artifact_uri)
+        return download(self, *args, **kwargs)
+
+    monkeypatch.setattr(ModelsArtifactRepository, "download_artifacts", counted)
+    with mlflow.start_run():
+        predict(PredictConfig(model=MODEL, data=scored.data.run_id))
+    assert downloads == [MODEL]
+
+
 def test_batches_of_any_size_give_the_same_predictions(scored):
     _, whole = run_predict(scored.data.run_id)
     _, small = run_predict(scored.data.run_id, batch_size=7)

@@ -18,7 +18,7 @@ from neuroflow.errors import NeuroflowError, RunLookupError
 from neuroflow.settings import PredictConfig
 from neuroflow.tracking import plots
 from neuroflow.tracking.lineage import provenance_tags
-from neuroflow.tracking.models import check_model
+from neuroflow.tracking.models import fetch_model
 from neuroflow.tracking.networks import PROBABILITIES
 from neuroflow.tracking.runs import (
     STEP_TAG,
@@ -44,15 +44,15 @@ def predict(config: PredictConfig) -> dict[str, float]:
         }
     )
     mlflow.set_tags(model_tags(config.model))
-    check_model(config.model, "model", EXPECTED)
-    model = mlflow.pyfunc.load_model(config.model)
-    shape = model.metadata.get_input_schema().inputs[0].shape
-    if len(shape) != 3:
-        raise RunLookupError(
-            f"model {config.model} takes inputs of shape {shape}, so it is not a classifier; "
-            f"expected {EXPECTED}"
-        )
     with tempfile.TemporaryDirectory() as tmp:
+        local = fetch_model(config.model, Path(tmp) / "model", "model", EXPECTED)
+        model = mlflow.pyfunc.load_model(str(local))
+        shape = model.metadata.get_input_schema().inputs[0].shape
+        if len(shape) != 3:
+            raise RunLookupError(
+                f"model {config.model} takes inputs of shape {shape}, so it is not a classifier; "
+                f"expected {EXPECTED}"
+            )
         inputs = open_inputs(
             config.data, tuple(shape[1:]), lambda run_id: Path(prepared(run_id, tmp))
         )
@@ -62,7 +62,7 @@ def predict(config: PredictConfig) -> dict[str, float]:
         out = Path(tmp) / PREDICTIONS
         started = time.perf_counter()
         if config.engine == "spark":
-            predicted = score_on_spark(config.model, inputs, config.batch_size, Path(tmp))
+            predicted = score_on_spark(str(local), inputs, config.batch_size, Path(tmp))
         else:
             predicted = score_locally(model, inputs, config.batch_size, out)
         seconds = time.perf_counter() - started  # reading, scoring and writing; no start-up

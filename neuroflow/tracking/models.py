@@ -118,6 +118,17 @@ def check_model(uri: str, role: str, expected: str) -> str:
     return _from_network(uri, role, expected, check_network)
 
 
+def fetch_model(uri: str, folder: Path, role: str, expected: str) -> Path:
+    """The model at `uri` downloaded into `folder` and checked as check_model checks it: a local
+    copy to load, so a caller that loads the model downloads it once."""
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
+        check_network(network_dir(local))
+    except (NetworkError, MlflowException, OSError) as error:
+        raise unloadable(uri, error, role, expected) from None
+    return local
+
+
 def _from_network(uri: str, role: str, expected: str, read):
     """read(the network's folder) for the model at `uri`, downloaded for the call."""
     with tempfile.TemporaryDirectory() as tmp:
