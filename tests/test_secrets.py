@@ -1,5 +1,6 @@
-"""No secret from the environment leaves through MLflow, and runs:/ URIs stay inside their run.
-The end-to-end scan of everything a whole pipeline logged is in test_pipeline.py."""
+"""No secret from the environment or in a URL leaves through MLflow, and runs:/ URIs stay
+inside their run. The end-to-end scan of everything a whole pipeline logged is in
+test_pipeline.py."""
 
 from __future__ import annotations
 
@@ -42,6 +43,24 @@ def test_scrub_masks_every_secret_inside_values():
         "key": "***",
         "plain": "abc /home/someone true",
         "epochs": "3",
+    }
+
+
+def test_scrub_masks_the_password_of_a_url_the_environment_does_not_hold():
+    logged = scrub(
+        {
+            "storage": "postgresql://team:s3cr3t@db.example.com:5432/optuna",
+            "both": "sqlite:///study.db and postgresql+psycopg2://me:p:w@h/db",
+            "no_password": "postgresql://team@db.example.com/optuna",
+            "not_a_url": "lr:0.1@epoch 3",
+        },
+        {},
+    )
+    assert logged == {
+        "storage": "postgresql://team:***@db.example.com:5432/optuna",
+        "both": "sqlite:///study.db and postgresql+psycopg2://me:***@h/db",
+        "no_password": "postgresql://team@db.example.com/optuna",
+        "not_a_url": "lr:0.1@epoch 3",
     }
 
 

@@ -1,4 +1,5 @@
-"""Secrets kept out of MLflow: the values of environment variables named like credentials.
+"""Secrets kept out of MLflow: the values of environment variables named like credentials, and
+the password of a URL (postgresql://user:password@host/db).
 
 A param or tag built from user input (a data_dir, a URI with a token in it) can carry one, and
 whatever MLflow records is readable by everyone with access to the store. scrub() masks them
@@ -17,6 +18,7 @@ MIN_LENGTH = 4  # shorter values ("1", "on", "yes") are too common to mask
 # Flags such as SOME_KEY=true are settings, not secrets; masking them would mangle tags such as
 # git_dirty=false.
 NOT_SECRETS = {"true", "false"}
+URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@", re.IGNORECASE)
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -36,8 +38,14 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
 def scrub(mapping: Mapping, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """`mapping` with its values as strings, every secret inside them replaced by ***."""
     secrets = secret_values(environ)
+    values = {key: mask_url_passwords(str(value)) for key, value in mapping.items()}
     if not secrets:
-        return {key: str(value) for key, value in mapping.items()}
+        return values
     # One pass, longest first, so a secret that contains another is masked whole.
     pattern = re.compile("|".join(map(re.escape, secrets)))
-    return {key: pattern.sub(MASK, str(value)) for key, value in mapping.items()}
+    return {key: pattern.sub(MASK, value) for key, value in values.items()}
+
+
+def mask_url_passwords(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***."""
+    return URL_PASSWORD.sub(rf"\1{MASK}@", text)

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from neuroflow.errors import NeuroflowError
 from neuroflow.tracking.runs import STEP_TAG, download, experiment_id, find_runs
+from neuroflow.tracking.secrets import mask_url_passwords
 
 STUDY_FILE = "study.db"  # the study of a tune run without a storage URL, kept as its artifact
 # A running trial records a heartbeat in the study every HEARTBEAT_S; one silent for GRACE_S
@@ -84,8 +85,10 @@ def open_study(name: str, url: str, sampler, pruner, shown_url: str = ""):
     except Exception as error:  # SQLAlchemy and the database drivers fail in many ways
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise NeuroflowError(
-            f"storage {shown_url or url!r} cannot be opened ({first}); expected a reachable "
-            "SQL database URL such as sqlite:///study.db"
+            mask_url_passwords(
+                f"storage {shown_url or url!r} cannot be opened ({first}); expected a reachable "
+                "SQL database URL such as sqlite:///study.db"
+            )
         ) from None
 
 
