@@ -327,6 +327,12 @@ ROWS = [
         {"storage": "sqlite:///{missing}/study.db"},
         "storage 'sqlite:///{missing}/study.db' cannot be opened",
     ),
+    row(
+        "tune",
+        {"storage": "postgresql://neuroflow:hunter22@127.0.0.1:1/optuna"},
+        "storage 'postgresql://neuroflow:***@127.0.0.1:1/optuna' cannot be opened",
+        "Connection refused",
+    ),
     # predict
     row("predict", {}, "give --data: the images to score"),
     row("predict", {"engine": "flink", "data": "{data_run}"}, "'flink' is not one of 'local'"),

@@ -69,7 +69,7 @@ def open_study(name: str, url: str, sampler, pruner, shown_url: str = ""):
         with warnings.catch_warnings():  # heartbeats are marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = optuna.storages.RDBStorage(
-                url,
+                with_driver(url),
                 heartbeat_interval=HEARTBEAT_S,
                 grace_period=GRACE_S,
                 heartbeat_stale_trial_callback=rerun_killed,
@@ -90,6 +90,13 @@ def open_study(name: str, url: str, sampler, pruner, shown_url: str = ""):
                 "SQL database URL such as sqlite:///study.db"
             )
         ) from None
+
+
+def with_driver(url: str) -> str:
+    """`url`, naming psycopg2 (the driver requirements.txt pins) where it is a plain
+    postgresql:// URL, which SQLAlchemy 2.1 would open with psycopg 3."""
+    plain = "postgresql://"
+    return f"postgresql+psycopg2://{url.removeprefix(plain)}" if url.startswith(plain) else url
 
 
 def running(study) -> list:
