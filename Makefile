@@ -16,8 +16,21 @@ PYTEST_ARGS ?=
 # fixtures are built once). WORKERS=1 runs the suite in this process.
 WORKERS ?= auto
 PYTEST := python -m pytest $(if $(filter 1,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
+# `make server`: MLflow on SERVER_HOST:SERVER_PORT, its runs in the PostgreSQL database
+# PG_TRACKING_DB, tune's shared studies in PG_STUDIES_DB. Two databases, because MLflow and Optuna
+# each keep their schema's version in a table named alembic_version. The cluster's port, the
+# role and its password default as in neuroflow/postgres.py, which CI's tests connect with.
+SERVER_HOST ?= 0.0.0.0
+SERVER_PORT ?= 5000
+# Host names teammates reach it by, beyond MLflow's default (localhost and private IPs)
+ALLOWED_HOSTS ?=
+PG_PORT ?= 5432
+PG_USER ?= neuroflow
+PG_PASSWORD ?= change-me
+PG_TRACKING_DB ?= mlflow
+PG_STUDIES_DB ?= optuna
 
-.PHONY: setup run ui check test bench lint envs clean
+.PHONY: setup run ui postgres server check test bench lint envs clean
 
 setup:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +50,19 @@ run: setup
 # The MLflow UI on the store `make run` fills, at http://127.0.0.1:5000
 ui: setup
 	cd $(STORE) && mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+# Debian's PostgreSQL, started if it is down, with the role and the two databases (made once).
+postgres server: export PGPASSWORD = $(PG_PASSWORD)
+postgres: setup
+	python -m neuroflow.postgres --port $(PG_PORT) --user $(PG_USER) $(PG_TRACKING_DB) $(PG_STUDIES_DB)
+
+# A team's tracking server: teammates `export MLFLOW_TRACKING_URI=http://<this host>:5000`.
+# Artifacts go through it, into $(STORE)/server-artifacts.
+server: postgres
+	mkdir -p $(STORE)/server-artifacts
+	mlflow server --backend-store-uri postgresql+psycopg2://$(PG_USER)@127.0.0.1:$(PG_PORT)/$(PG_TRACKING_DB) \
+		--serve-artifacts --artifacts-destination $(STORE)/server-artifacts \
+		--host $(SERVER_HOST) --port $(SERVER_PORT) $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS))
 
 # The fast tier, for every edit: in-process tests on tiny data, about a minute on 2 cores.
 check: setup lint
