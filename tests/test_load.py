@@ -40,6 +40,15 @@ def loaded(server, tmp_path_factory):
     return SimpleNamespace(uri=server, folder=work, client=client, data_run=prepared.run_id)
 
 
+@pytest.fixture(scope="module")
+def trained(loaded) -> list[str]:
+    """Four trainings started at once on the server, by seed: the runs the tests below check,
+    register and promote."""
+    params = {"data": loaded.data_run, "epochs": EPOCHS}
+    runs = at_once(loaded, [("train_mlp", {**params, "seed": seed}) for seed in (1, 2, 3, 4)])
+    return [run.run_id for run in runs]
+
+
 @pytest.fixture
 def remote(loaded, monkeypatch):
     """The server, also as this process's tracking URI (artifact downloads resolve
@@ -87,13 +96,10 @@ def no_locks(client: MlflowClient) -> list[str]:
 
 
 @pytest.mark.slow
-def test_concurrent_trainings_log_every_metric_point(remote, tmp_path):
-    server = remote
-    client, seeds = server.client, (1, 2, 3, 4)
-    params = {"data": server.data_run, "epochs": EPOCHS}
-    runs = at_once(server, [("train_mlp", {**params, "seed": seed}) for seed in seeds])
-    run_ids = [r.run_id for r in runs]
-    assert len(set(run_ids)) == len(seeds)
+def test_concurrent_trainings_log_every_metric_point(remote, trained, tmp_path):
+    server, run_ids = remote, trained
+    client = server.client
+    assert len(set(run_ids)) == 4
     assert overlapped(client, run_ids)
 
     prepared = client.download_artifacts(server.data_run, "prepared", str(tmp_path))
@@ -111,20 +117,19 @@ def test_concurrent_trainings_log_every_metric_point(remote, tmp_path):
             points += 1
         predicted = mlflow.pyfunc.load_model(run.data.tags["model_uri"]).predict(images)
         assert np.asarray(predicted).shape == (16,) and set(np.asarray(predicted)) <= set(range(10))
-    expected = len(seeds) * (len(PER_EPOCH) * EPOCHS + len(ONCE))
-    print(f"{len(run_ids)} runs FINISHED, {points} metric points (expected {expected})")
+    expected = len(run_ids) * (len(PER_EPOCH) * EPOCHS + len(ONCE))
+    infos = [client.get_run(run_id).info for run_id in run_ids]
+    wall = (max(i.end_time for i in infos) - min(i.start_time for i in infos)) / 1000
+    print(f"{len(run_ids)} runs x {EPOCHS} epochs FINISHED, together in {wall:.0f} s")
+    print(f"{points} metric points (expected {expected})")
     assert points == expected
 
 
 @pytest.mark.slow
-def test_concurrent_registers_and_promotes_serialise(remote):
+def test_concurrent_registers_and_promotes_serialise(remote, trained):
     server = remote
     client = server.client
-    trained = at_once(
-        server,
-        [("train_mlp", {"data": server.data_run, "epochs": 2, "seed": s}) for s in (11, 12, 13)],
-    )
-    a, b, c = (r.run_id for r in trained)
+    a, b, c = trained[:3]
 
     registers = at_once(
         server, [("register", {"run_id": run, "model_name": MODEL}) for run in (a, a, b, c)]
