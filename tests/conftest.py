@@ -32,6 +32,20 @@ def pytest_configure(config):
             os.environ.setdefault(variable, "1")
 
 
+def pytest_terminal_summary(terminalreporter):
+    """What the passing slow tests printed (the counts they checked, timings) into the log."""
+    printed = [
+        (report.nodeid, line)
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call" and "slow" in report.keywords
+        for line in report.capstdout.splitlines()
+    ]
+    if printed:
+        terminalreporter.write_sep("-", "printed by the slow tests")
+        for nodeid, line in printed:
+            terminalreporter.write_line(f"{nodeid}: {line}")
+
+
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
