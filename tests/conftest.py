@@ -1,6 +1,6 @@
 """Fixtures that shrink every test: tiny synthetic images, a tiny git checkout, throwaway MLflow
 stores (made once and copied where a test needs data or models already in them), CPU only, one
-thread per worker."""
+thread per worker. Throwaway PostgreSQL databases for the tests of a team's server."""
 
 from __future__ import annotations
 
@@ -132,3 +132,46 @@ def server(tmp_path_factory) -> str:
     its URL. Each file keeps to names (experiments, models) of its own on it."""
     with tracking_server(tmp_path_factory.mktemp("server")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """`postgres(name)`: the URL of a new, empty database on the local PostgreSQL, this process's
+    own (each pytest-xdist worker is one), reached as the role `make postgres` creates. Every
+    one is dropped at the end. Without PostgreSQL the tests that need it skip, except under
+    .ci/run (NEUROFLOW_POSTGRES=required), where they fail."""
+    import psycopg2
+
+    from neuroflow import postgres as pg
+
+    reached = {"host": "127.0.0.1", "port": pg.PORT, "user": pg.USER, "password": pg.PASSWORD}
+    try:
+        connection = psycopg2.connect(**reached, dbname="postgres", connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        message = f"no PostgreSQL at {pg.url('postgres')} ({str(error).strip().splitlines()[0]})"
+        if os.environ.get("NEUROFLOW_POSTGRES") == "required":
+            pytest.fail(message)
+        pytest.skip(f"{message}; `make postgres` starts it")
+    connection.autocommit = True  # CREATE DATABASE runs outside a transaction
+    made: list[str] = []
+
+    def database(name: str) -> str:
+        made.append(f"test_{os.getpid()}_{name}")
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {made[-1]}")
+        return pg.url(made[-1], password=pg.PASSWORD)
+
+    yield database
+    with connection.cursor() as cursor:
+        for name in made:
+            cursor.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    connection.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backend(request) -> str:
+    """Each database a team's `mlflow server` may keep its runs in, in turn, for the module's
+    tests: "" for sqlite (tracking_server's own file), then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return ""
+    return request.getfixturevalue("postgres")(request.module.__name__.replace(".", "_"))

@@ -333,16 +333,17 @@ def serving(command: list[str], ready_url: str, timeout: float = 180, **popen):
 
 
 @contextlib.contextmanager
-def tracking_server(folder: Path, port: int | None = None):
-    """A real `mlflow server` on a loopback port, with its sqlite store and proxied artifacts in
-    `folder`; yields its URL. MLflow's job runner (eight huey worker processes, each importing
-    mlflow) is left off: nothing here submits server jobs."""
+def tracking_server(folder: Path, port: int | None = None, backend: str = ""):
+    """A real `mlflow server` on a loopback port, with its proxied artifacts in `folder` and its
+    runs in the database at `backend` (default: an sqlite file in `folder`); yields its URL.
+    MLflow's job runner (eight huey worker processes, each importing mlflow) is left off:
+    nothing here submits server jobs."""
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", "1"]
-    command += ["--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}"]
+    command += ["--backend-store-uri", backend or f"sqlite:///{folder / 'mlflow.db'}"]
     command += ["--artifacts-destination", str(folder / "artifacts")]
     env = python_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     with serving(command, f"{url}/health", env=env, cwd=folder):

@@ -1,10 +1,12 @@
-"""Several steps at once against one tracking server: concurrent trainings lose no metric
-point, concurrent registers make one version per run, concurrent promotes end where some serial
-order would, and the registry lock leaves nothing behind. The property test checks the promote
-loop against a serial simulation of its rule on random score sequences."""
+"""Several steps at once against one tracking server, on sqlite and on PostgreSQL: concurrent
+trainings lose no metric point, concurrent registers make one version per run, concurrent
+promotes end where some serial order would, and the registry lock leaves nothing behind. The
+property test checks the promote loop against a serial simulation of its rule on random score
+sequences."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -18,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow import MlflowClient
 
-from helpers import MlflowRun, mlflow_run
+from helpers import MlflowRun, mlflow_run, tracking_server
 from neuroflow.tracking.registry import SUFFIX
 
 EPOCHS = 3
@@ -30,14 +32,20 @@ MODEL = "race_mlp"
 
 
 @pytest.fixture(scope="module")
-def loaded(server, tmp_path_factory):
-    """The shared `mlflow server` (sqlite, proxied artifacts), with one prepared dataset logged
-    to it."""
-    work = tmp_path_factory.mktemp("runs")
-    prepared = mlflow_run("preprocess", work, server)
-    assert prepared.returncode == 0, prepared.stderr
-    client = MlflowClient(server)
-    return SimpleNamespace(uri=server, folder=work, client=client, data_run=prepared.run_id)
+def loaded(backend, request, tmp_path_factory):
+    """A real `mlflow server` (proxied artifacts) on each backend in turn, with one prepared
+    dataset logged to it: the shared sqlite `server`, then one of this module's on PostgreSQL."""
+    with contextlib.ExitStack() as stack:
+        if backend:
+            folder = tmp_path_factory.mktemp("server")
+            server = stack.enter_context(tracking_server(folder, backend=backend))
+        else:
+            server = request.getfixturevalue("server")
+        work = tmp_path_factory.mktemp("runs")
+        prepared = mlflow_run("preprocess", work, server)
+        assert prepared.returncode == 0, prepared.stderr
+        client = MlflowClient(server)
+        yield SimpleNamespace(uri=server, folder=work, client=client, data_run=prepared.run_id)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,9 @@ from helpers import Store, mlflow_run_command, mlflow_run_env
 from neuroflow.errors import ConfigError
 from neuroflow.jobs.register import register
 from neuroflow.jobs.tune import tune
+from neuroflow.postgres import PASSWORD
 from neuroflow.settings import TuneConfig
+from neuroflow.tracking.studies import with_driver
 from neuroflow.training.search import load_space
 
 
@@ -114,12 +116,18 @@ def test_a_bad_space_is_refused_with_its_setting_named(tmp_path, space, message)
     assert error.value.fields == (next(iter(space)),)
 
 
-def test_two_workers_share_one_study_and_run_every_trial_once(prepared, small_space, tmp_path):
-    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def test_two_workers_share_one_study_and_run_every_trial_once(
+    prepared, small_space, tmp_path, request, database
+):
+    if database == "sqlite":
+        storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    else:  # a new database, named as users write it (the driver left to tune)
+        storage = request.getfixturevalue("postgres")("tune").replace("+psycopg2", "")
     run = run_tune(prepared.run_id, small_space, trials=4, workers=2, storage=storage)
     import optuna
 
-    study = optuna.load_study(study_name="tune-mlp", storage=storage)
+    study = optuna.load_study(study_name="tune-mlp", storage=with_driver(storage))
     numbers = sorted(t.number for t in study.trials)
     assert len(numbers) >= 4 and numbers == list(range(len(numbers)))  # none lost
     assert all(t.state.is_finished() for t in study.trials)
@@ -128,6 +136,9 @@ def test_two_workers_share_one_study_and_run_every_trial_once(prepared, small_sp
     assert run.data.metrics["trials_complete"] + run.data.metrics.get("trials_pruned", 0) == len(
         numbers
     )
+    for logged in (run, *trials):  # the URL's password is masked wherever it was logged
+        assert PASSWORD not in json.dumps([logged.data.params, logged.data.tags])
+    print(f"{len(numbers)} trials by 2 workers in one {database} study, each run once: {numbers}")
 
 
 def test_main_with_tune_trials_tunes_each_classifier_and_trains_the_dcgan(tracking, monkeypatch):
