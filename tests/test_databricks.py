@@ -267,7 +267,6 @@ def test_the_bundle_job_runs_every_task_in_order_into_one_tree(workspace, tmp_pa
     job = workspace.jobs[len(workspace.jobs)]
     logs = {key: task.log.read_text()[-2000:] for key, task in job.tasks.items() if task.log}
     assert result.returncode == 0, (result.stderr, logs)
-    print(result.stdout)
 
     # Every task ran, each after the tasks it depends on; the order as the workspace saw it.
     bundle = yaml.safe_load((project / "databricks.yml").read_text())
@@ -363,7 +362,12 @@ def test_stopping_the_submit_command_cancels_the_job(workspace, tmp_path):
     command = [sys.executable, "-m", "neuroflow.databricks", "job"]
     command += ["--experiment-name", experiment, "-P", "epochs=1", "-P", "max_batches=2"]
     submitter = subprocess.Popen(
-        command, cwd=project, env=client_env(workspace), stderr=subprocess.PIPE, text=True
+        command,
+        cwd=project,
+        env=client_env(workspace),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     count, deadline = len(workspace.jobs), time.monotonic() + 300
 
