@@ -159,6 +159,17 @@ def refused(workspace: Workspace, *args: str) -> tuple[int, str]:
     return exit.value.code, stderr.getvalue()
 
 
+def assert_refused(workspace: Workspace, args: list[str], message: str) -> None:
+    """The command, given `args`, exits non-zero with one line holding `message`, and sends
+    nothing to the workspace."""
+    code, stderr = refused(workspace, *args)
+    assert code != 0
+    (line,) = stderr.strip().splitlines()
+    prefix = "databricks job: error: " if args[:1] == ["job"] else "databricks: error: "
+    assert line.startswith(prefix) and message in line, line
+    assert workspace.requests == []
+
+
 @pytest.fixture
 def idle_workspace(tmp_path):
     """A workspace nothing should reach: it counts the requests it gets."""
@@ -185,11 +196,7 @@ def test_a_bad_backend_config_is_refused_before_anything_is_sent(
 ):
     config = tmp_path / "cluster.json"
     config.write_text(text)
-    code, stderr = refused(idle_workspace, str(config), "-e", "train_mlp")
-    assert code != 0
-    (line,) = stderr.strip().splitlines()
-    assert line.startswith("databricks: error: ") and message in line
-    assert idle_workspace.requests == []
+    assert_refused(idle_workspace, [str(config), "-e", "train_mlp"], message)
 
 
 @pytest.mark.parametrize(
@@ -204,13 +211,8 @@ def test_a_bad_backend_config_is_refused_before_anything_is_sent(
 )
 def test_bad_parameters_are_refused_before_anything_is_sent(idle_workspace, args, message):
     cluster = str(ROOT / "databricks" / "cluster-cpu.json")
-    code, stderr = refused(
-        idle_workspace, cluster, *(["-e", "train_mlp"] if "-e" not in args else []), *args
-    )
-    assert code != 0
-    (line,) = stderr.strip().splitlines()
-    assert line.startswith("databricks: error: ") and message in line
-    assert idle_workspace.requests == []
+    entry_point = ["-e", "train_mlp"] if "-e" not in args else []
+    assert_refused(idle_workspace, [cluster, *entry_point, *args], message)
 
 
 @pytest.mark.slow
@@ -451,11 +453,7 @@ BAD_BUNDLES = [
 
 @pytest.mark.parametrize(("change", "message"), BAD_BUNDLES)
 def test_a_bad_bundle_is_refused_before_anything_is_sent(idle_workspace, tmp_path, change, message):
-    code, stderr = refused(idle_workspace, "job", "--bundle", a_bundle(tmp_path, change))
-    assert code != 0
-    (line,) = stderr.strip().splitlines()
-    assert line.startswith("databricks job: error: ") and message in line, line
-    assert idle_workspace.requests == []
+    assert_refused(idle_workspace, ["job", "--bundle", a_bundle(tmp_path, change)], message)
 
 
 @pytest.mark.parametrize(
@@ -469,11 +467,7 @@ def test_a_bad_bundle_is_refused_before_anything_is_sent(idle_workspace, tmp_pat
     ],
 )
 def test_bad_job_options_are_refused_before_anything_is_sent(idle_workspace, args, message):
-    code, stderr = refused(idle_workspace, "job", *args)
-    assert code != 0
-    (line,) = stderr.strip().splitlines()
-    assert message in line, line
-    assert idle_workspace.requests == []
+    assert_refused(idle_workspace, ["job", *args], message)
 
 
 def test_the_bundle_resolves_as_a_deploy_would():
