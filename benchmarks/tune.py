@@ -9,6 +9,7 @@ Data as for `python -m benchmarks`: the real MNIST 8,000/2,000 split when found,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -71,7 +72,8 @@ def kill_when(command: list[str], cwd: Path, env: dict, ready: Callable[[], bool
                 raise click.ClickException(f"{' '.join(command)} ended before it was killed")
             time.sleep(0.2)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have ended on its own
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     return time.perf_counter() - started
 
@@ -166,7 +168,9 @@ def main(json_path: str, mnist: str | None, quick: bool) -> None:
             data,
             at=few // 2,
             trials=few,
-            epochs=3,  # a trial long enough to be killed in, even on --quick's tiny data
+            # a trial long enough to be seen training and killed in, even on --quick's tiny
+            # data while the cores are busy with other work
+            epochs=6 if quick else 3,
             pruner="none",
             study="killed",
         )
