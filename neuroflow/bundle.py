@@ -245,14 +245,21 @@ def substitute(argument: str, parameters: dict[str, str], what: str, where: str)
     return JOB_PARAMETER.sub(one, argument)
 
 
+def step_command(entry_point: str) -> click.Command | None:
+    """The click command of steps/<entry_point>.py, or None where there is no such step."""
+    try:
+        return getattr(importlib.import_module(f"steps.{entry_point}"), entry_point)
+    except (ModuleNotFoundError, AttributeError):
+        return None
+
+
 def check_options(arguments: list[str], what: str, where: str) -> None:
     """The first argument names an entry point and the rest are its options, as
     databricks/task.py will run them."""
     entry_point, *options = arguments
-    try:
-        command = getattr(importlib.import_module(f"steps.{entry_point}"), entry_point)
-    except (ModuleNotFoundError, AttributeError):
-        raise BundleError(f"{where}: {what} runs {entry_point!r}, not an entry point") from None
+    command = step_command(entry_point)
+    if command is None:
+        raise BundleError(f"{where}: {what} runs {entry_point!r}, not an entry point")
     names = {name for param in command.params for name in param.opts}
     for option in options:
         name = option.split("=", 1)[0]

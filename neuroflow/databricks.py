@@ -18,7 +18,6 @@ commit, which the runs record, and no local store, environment or stray file goe
 from __future__ import annotations
 
 import base64
-import importlib
 import json
 import os
 import subprocess
@@ -72,12 +71,9 @@ def check_backend_config(path: str) -> dict:
 
 def check_params(entry_point: str, params: dict[str, str]) -> None:
     """Parse `params` with the entry point's own click options, as the cluster will."""
-    try:
-        command = getattr(importlib.import_module(f"steps.{entry_point}"), entry_point)
-    except (ModuleNotFoundError, AttributeError):
-        raise click.BadParameter(
-            f"{entry_point!r} is not an entry point", param_hint="'-e'"
-        ) from None
+    command = bundle.step_command(entry_point)
+    if command is None:
+        raise click.BadParameter(f"{entry_point!r} is not an entry point", param_hint="'-e'")
     args = [f"--{key.replace('_', '-')}={value}" for key, value in params.items()]
     command.make_context(entry_point, args)
 

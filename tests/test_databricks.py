@@ -148,12 +148,13 @@ def refused(workspace: Workspace, *args: str) -> tuple[int, str]:
     environment, as the command runs it: (exit code, stderr)."""
     from neuroflow import cli, databricks
 
-    command = databricks.submit_job if args[:1] == ("job",) else databricks.submit
+    job = args[:1] == ("job",)
+    command, args = (databricks.submit_job, args[1:]) if job else (databricks.submit, args)
     stderr = io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
         for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "MLFLOW_TRACKING_URI"):
             patch.setenv(name, client_env(workspace)[name])
-        patch.setattr(sys, "argv", ["databricks", *args[command is databricks.submit_job :]])
+        patch.setattr(sys, "argv", ["databricks", *args])
         with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exit:
             cli.run(command)
     return exit.value.code, stderr.getvalue()
