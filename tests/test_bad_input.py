@@ -90,8 +90,10 @@ def broken_models(store: Store, data_run: str) -> dict[str, str]:
                 if name == "foreign":
                     images, labels = synthetic_digits(20)
                     flat = images.reshape(len(images), -1)
-                    info = mlflow.sklearn.log_model(
-                        LogisticRegression().fit(flat, labels), name="model"
+                    info = mlflow.sklearn.log_model(  # pins given: inferring them takes 8 s
+                        LogisticRegression().fit(flat, labels),
+                        name="model",
+                        pip_requirements=["scikit-learn"],
                     )
                 else:
                     network = build_classifier(
