@@ -8,6 +8,7 @@ import contextlib
 import functools
 import importlib
 import io
+import json
 import os
 import re
 import shlex
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,22 +169,39 @@ def new_store(folder: Path) -> str:
 def copy_store(source: Path, dest: Path) -> str:
     """A copy of the sqlite store and artifacts in folder `source` at `dest`, as if its runs had
     been made there: the paths into `source` that MLflow wrote (artifact locations in the
-    database, each logged model's MLmodel file) point into `dest`. Returns its URI."""
+    database, each logged model's MLmodel file) point into `dest`, and the digests recorded of
+    each model's files (its manifests, the model_digest tags) are those of the files now.
+    Returns its URI."""
+    from neuroflow.tracking.digests import MANIFEST, digest_of
+
     shutil.copytree(source, dest)
-    old, new = f"{source}{os.sep}", f"{dest}{os.sep}"
+    old_path, new_path = f"{source}{os.sep}", f"{dest}{os.sep}"
+    replaced = {old_path: new_path}
+    digests = {}  # an MLmodel's sha256 before its paths were rewritten: its sha256 after
+    for mlmodel in dest.rglob("MLmodel"):
+        before = mlmodel.read_text()
+        mlmodel.write_text(before.replace(old_path, new_path))
+        digests[digest_of(before)] = digest_of(mlmodel.read_text())
+    for manifest in dest.rglob(MANIFEST):
+        before = manifest.read_text()
+        after = before
+        for old, new in digests.items():
+            after = after.replace(old, new)
+        manifest.write_text(after)
+        replaced[digest_of(before)] = digest_of(after)
     with contextlib.closing(sqlite3.connect(dest / "mlflow.db")) as connection, connection:
         tables = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         for (table,) in tables.fetchall():
             for column in connection.execute(f'PRAGMA table_info("{table}")').fetchall():
                 name, kind = column[1], column[2].upper()
-                if any(text in kind for text in ("CHAR", "TEXT", "CLOB")):
+                if not any(text in kind for text in ("CHAR", "TEXT", "CLOB")):
+                    continue
+                for old, new in replaced.items():
                     connection.execute(
                         f'UPDATE "{table}" SET "{name}" = replace("{name}", ?, ?) '
                         f'WHERE instr("{name}", ?) > 0',
                         (old, new, old),
                     )
-    for mlmodel in dest.rglob("MLmodel"):
-        mlmodel.write_text(mlmodel.read_text().replace(old, new))
     return f"sqlite:///{dest / 'mlflow.db'}"
 
 
@@ -348,3 +367,37 @@ def tracking_server(folder: Path, port: int | None = None, backend: str = ""):
     env = python_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     with serving(command, f"{url}/health", env=env, cwd=folder):
         yield url
+
+
+def registry_bytes(client: MlflowClient) -> bytes:
+    """Every registered model and model version, all their fields, as canonical JSON."""
+    models = [
+        plain(client.get_registered_model(model.name))
+        for model in client.search_registered_models(max_results=1000)
+    ]
+    versions = [
+        plain(client.get_model_version(version.name, version.version))
+        for version in client.search_model_versions()
+    ]
+    state = {"models": sorted(models, key=canonical), "versions": sorted(versions, key=canonical)}
+    return canonical(state).encode()
+
+
+def plain(value):
+    """JSON-ready: MLflow entities (most iterate as (property, value) pairs) become dicts,
+    lists are sorted, so the same registry always gives the same text."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, Mapping):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, Sequence | Set):  # protobuf's repeated fields, from a server, too
+        return sorted((plain(item) for item in value), key=canonical)
+    try:
+        fields = dict(value)
+    except (TypeError, ValueError):  # an entity that does not iterate as pairs: its attributes
+        fields = vars(value)
+    return {str(key): plain(item) for key, item in fields.items()}
+
+
+def canonical(value) -> str:
+    return json.dumps(value, sort_keys=True)

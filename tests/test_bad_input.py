@@ -8,7 +8,6 @@ of CLI_ROWS also run through the real `mlflow run` CLI, which must print the sam
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from helpers import MlflowRun, Store, synthetic_digits
+from helpers import MlflowRun, Store, registry_bytes, synthetic_digits
 
 MODEL = "digits_mlp"  # what register names the MLP trained on the default digits
 NO_RUN = "0" * 32  # a well-formed run id that no store holds
@@ -272,21 +271,21 @@ ROWS = [
         "register",
         {"run_id": "{truncated_run}"},
         "run {truncated_run}'s model models:/",
-        "cannot be loaded: its weights.pt is corrupt or truncated",
+        "cannot be loaded: its file artifacts/network/weights.pt changed since it was logged",
         "expected a model logged by this project's training",
     ),
     row(
         "register",
         {"run_id": "{corrupt_run}"},
         "run {corrupt_run}'s model models:/",
-        "cannot be loaded: its weights.pt is corrupt (",
-        "does not match its checksum",
+        "cannot be loaded: its file artifacts/network/weights.pt changed since it was logged",
     ),
     row(
         "register",
         {"run_id": "{foreign_run}"},
         "run {foreign_run}'s model models:/",
-        "it holds no 'network' artifact: another project logged it",
+        "nothing recorded the digests of its files when it was logged",
+        "this project's training did not log it",
     ),
     row(
         "register",
@@ -299,7 +298,8 @@ ROWS = [
     row(
         "promote",
         {"model_name": "broken_mlp"},
-        "version models:/broken_mlp/1 cannot be loaded: its weights.pt is corrupt or truncated",
+        "version models:/broken_mlp/1 cannot be loaded: its file artifacts/network/weights.pt "
+        "changed since it was registered as version 1 of 'broken_mlp'",
     ),
     row(
         "promote",
@@ -348,7 +348,8 @@ ROWS = [
     row(
         "predict",
         {"model": "models:/nothing@champion", "data": "{data_run}"},
-        "model models:/nothing@champion does not exist",
+        "model models:/nothing@champion cannot be loaded: Registered Model with name=nothing "
+        "not found",
     ),
     row(
         "predict",
@@ -444,36 +445,6 @@ def test_a_bad_option_is_refused_before_any_data_is_prepared(tmp_path):
     assert "step" not in run.data.tags  # set by the job, which never started
     assert "data_run_id" not in run.data.params
     assert store.client.list_artifacts(result.run_id) == []
-
-
-def registry_bytes(client: MlflowClient) -> bytes:
-    """Every registered model and model version, all their fields, as canonical JSON."""
-    models = [
-        plain(client.get_registered_model(model.name))
-        for model in client.search_registered_models(max_results=1000)
-    ]
-    versions = [
-        plain(client.get_model_version(version.name, version.version))
-        for version in client.search_model_versions()
-    ]
-    state = {"models": sorted(models, key=canonical), "versions": sorted(versions, key=canonical)}
-    return canonical(state).encode()
-
-
-def plain(value):
-    """JSON-ready: MLflow entities (which iterate as (property, value) pairs) become dicts,
-    lists are sorted, so the same registry always gives the same text."""
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, dict):
-        return {str(key): plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set):
-        return sorted((plain(item) for item in value), key=canonical)
-    return {key: plain(item) for key, item in value}
-
-
-def canonical(value) -> str:
-    return json.dumps(value, sort_keys=True)
 
 
 def run_statuses(client: MlflowClient) -> dict[str, str]:

@@ -15,6 +15,7 @@ from helpers import copy_of, synthetic_digits
 from neuroflow.data.idx import write_idx
 from neuroflow.errors import NeuroflowError, RunLookupError
 from neuroflow.jobs.preprocess import preprocess
+from neuroflow.jobs.register import register
 from neuroflow.jobs.train_classifier import train_classifier
 from neuroflow.jobs.train_dcgan import train_dcgan
 from neuroflow.settings import CNNConfig, DCGANConfig, GANTrainConfig, PrepareConfig, TrainConfig
@@ -87,7 +88,9 @@ def test_without_an_evaluator_a_quick_cnn_is_trained_and_recorded(prepared):
 def test_the_champion_evaluator_is_recorded_as_the_version_it_names(evaluator, prepared_store):
     prepared = prepared_store.ref
     client = MlflowClient()
-    version = mlflow.register_model(evaluator, "idx_cnn").version
+    trained_by = mlflow.get_logged_model(evaluator.removeprefix("models:/")).source_run_id
+    with mlflow.start_run():
+        version = register(trained_by, "", "idx_cnn", "").version
     client.set_registered_model_alias("idx_cnn", "champion", version)
     run, _ = run_dcgan(prepared.run_id, "", ONE_BATCH)
     assert run.data.params["evaluator_uri"] == f"models:/idx_cnn/{version}"

@@ -5,6 +5,7 @@ no secret from the environment in anything the runs logged."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 import urllib.request
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from mlflow.entities import ViewType
 
-from helpers import Store, commit_all, free_port, project_snapshot, python_env, serving
+from helpers import ROOT, Store, commit_all, free_port, project_snapshot, python_env, serving
 from neuroflow.families import CLASSIFIERS, FAMILIES
 
 pytestmark = pytest.mark.slow
@@ -152,10 +153,18 @@ def test_serving_a_classifier_champion_returns_labels(pipeline, family, tmp_path
     images = np.load(prepared / "test-images.npy")[:64]
     labels = np.load(prepared / "test-labels.npy")[:64]
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "models", "serve"]
-    command += ["-m", f"models:/digits_{family}@champion", "--env-manager", "local"]
-    command += ["--host", "127.0.0.1", "-p", str(port)]
     env = python_env(MLFLOW_TRACKING_URI=store.uri)
+    checked = tmp_path / "champion"  # as the README serves it: a copy checked against its digests
+    fetch = [
+        sys.executable,
+        "-m",
+        "neuroflow.tracking.digests",
+        f"models:/digits_{family}@champion",
+    ]
+    subprocess.run([*fetch, str(checked)], env=env, cwd=ROOT, check=True, timeout=300)
+    command = [sys.executable, "-m", "mlflow", "models", "serve"]
+    command += ["-m", str(checked), "--env-manager", "local"]
+    command += ["--host", "127.0.0.1", "-p", str(port)]
     with serving(command, f"http://127.0.0.1:{port}/ping", env=env, cwd=store.folder):
         answer = post_json(f"http://127.0.0.1:{port}/invocations", {"inputs": images.tolist()})
     predicted = np.asarray(answer["predictions"])

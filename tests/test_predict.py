@@ -78,7 +78,7 @@ def test_the_model_is_downloaded_once(scored, monkeypatch):
     monkeypatch.setattr(ModelsArtifactRepository, "download_artifacts", counted)
     with mlflow.start_run():
         predict(PredictConfig(model=MODEL, data=scored.data.run_id))
-    assert downloads == [MODEL]
+    assert downloads == ["models:/idx_cnn/1"]  # the alias, resolved once to its version
 
 
 def test_batches_of_any_size_give_the_same_predictions(scored):
@@ -124,7 +124,11 @@ def test_pictures_of_any_size_are_framed_like_the_digits(scored, tmp_path):
         ("{missing}", MODEL, "does not exist; expected a folder or archive of IDX files"),
         ("{empty}", MODEL, "holds no IDX pairs"),
         ("{broken}", MODEL, "broken.png: cannot be read as an image"),
-        ("{array}", "models:/nothing@champion", "model models:/nothing@champion does not exist"),
+        (
+            "{array}",
+            "models:/nothing@champion",
+            "model models:/nothing@champion cannot be loaded: Registered Model with name=nothing",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_one_line(scored, tmp_path, data, model, message):

@@ -4,6 +4,8 @@ and predicts what the trained network does: the format runs no code it carries b
 from __future__ import annotations
 
 import pickle
+import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import cloudpickle
@@ -115,3 +117,114 @@ def test_loading_a_model_leaves_the_callers_random_stream_as_it_was(registered, 
         after_load = torch.rand(3)
     torch.manual_seed(0)
     assert torch.equal(after_load, torch.rand(3))
+
+
+# --- models no one can swap ----------------------------------------------------------------
+# Every file of a model is digested when training logs it and when register registers it, and
+# every load path checks the files it downloaded before it imports the model's code.
+
+MARKER = "imported.txt"  # what a swapped model_code.py writes, if anything ever imports it
+
+
+def model_folder(name: str, version: str = "1") -> Path:
+    """Where the store keeps the files of version `version` of `name`."""
+    client = mlflow.MlflowClient()
+    model_id = client.get_model_version(name, version).source.removeprefix("models:/")
+    return Path(client.get_logged_model(model_id).artifact_location.removeprefix("file://"))
+
+
+def swap(name: str, path: str, store: Path) -> None:
+    """Change one file of version 1 of `name` in the store, as someone with write access to the
+    artifacts could: model_code.py for code that leaves a mark when imported, weights.pt for
+    well-formed weights of the same network set to zero."""
+    target = model_folder(name) / path
+    if path == "model_code.py":
+        target.write_text(
+            f"from pathlib import Path\nPath({str(store / MARKER)!r}).write_text('ran')\n"
+            + target.read_text()
+        )
+    else:
+        weights = torch.load(target, weights_only=True)
+        torch.save({key: torch.zeros_like(value) for key, value in weights.items()}, target)
+
+
+@pytest.fixture
+def swappable(registered, tmp_path):
+    """registered's store as this test's store (a Store to run steps in), idx_cnn v1 champion."""
+    from helpers import Store
+
+    with copy_of(registered.folder, tmp_path) as uri:
+        mlflow.MlflowClient().set_registered_model_alias("idx_cnn", "champion", "1")
+        yield Store(tmp_path / "store", uri)
+
+
+def test_every_file_of_a_version_is_digested_where_sha256sum_can_check_it(swappable, tmp_path):
+    from neuroflow.tracking.digests import DIGEST_TAG, MANIFEST, digest_of
+
+    version = mlflow.MlflowClient().get_model_version("idx_mlp", "1")
+    source = mlflow.get_run(version.tags["source_run"])
+    assert version.tags[DIGEST_TAG] == source.data.tags[DIGEST_TAG]  # as training logged it
+    manifest = mlflow.artifacts.load_text(version.tags["model_manifest"])
+    assert digest_of(manifest) == version.tags[DIGEST_TAG]
+    listed = {line.split("  ", 1)[1] for line in manifest.splitlines()}
+    expected = {"MLmodel", "model_code.py", "requirements.txt", "conda.yaml", "python_env.yaml"}
+    expected |= {"artifacts/network/spec.json", "artifacts/network/weights.pt"}
+    assert expected <= listed and "code/neuroflow/tracking/networks.py" in listed
+    folder = Path(mlflow.artifacts.download_artifacts("models:/idx_mlp/1", dst_path=tmp_path))
+    (folder / MANIFEST).write_text(manifest)
+    checked = subprocess.run(
+        ["sha256sum", "--check", "--quiet", MANIFEST], cwd=folder, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+SWAPPED = ["model_code.py", "artifacts/network/weights.pt"]
+
+
+@pytest.mark.parametrize("path", SWAPPED)
+@pytest.mark.parametrize("step", ["promote", "predict"])
+def test_a_swapped_file_is_refused_at_load_before_any_code_of_the_model_runs(
+    swappable, prepared_store, path, step
+):
+    from helpers import registry_bytes
+
+    swap("idx_mlp", path, swappable.folder)
+    before = registry_bytes(swappable.client)
+    if step == "promote":
+        result = swappable.step("promote", model_name="idx_mlp")
+    else:
+        data = prepared_store.ref.run_id
+        result = swappable.step("predict", model="models:/idx_mlp@challenger", data=data)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert f"its file {path} changed since it was registered as version 1 of 'idx_mlp'" in lines[0]
+    assert swappable.get(result.run_id).info.status == "FAILED"
+    assert registry_bytes(swappable.client) == before
+    assert not (swappable.folder / MARKER).exists(), "the swapped model's code was imported"
+
+
+@pytest.mark.parametrize("path", SWAPPED)
+def test_the_dcgan_refuses_a_swapped_champion_as_its_evaluator(swappable, prepared_store, path):
+    from neuroflow.errors import RunLookupError
+    from neuroflow.jobs.train_dcgan import train_dcgan
+
+    swap("idx_cnn", path, swappable.folder)
+    gan = GANTrainConfig(epochs=1, max_batches=1, device="cpu")
+    changed = f"its file {path} changed since"
+    with pytest.raises(RunLookupError, match=changed), mlflow.start_run():  # no fallback
+        train_dcgan(DCGANConfig(latent_dim=8, width=4), gan, prepared_store.ref.run_id, "")
+    with pytest.raises(RunLookupError, match=changed):
+        load_model("models:/idx_cnn/1")
+
+
+def test_a_version_is_fetched_checked_to_serve_and_a_swapped_one_is_not(swappable, tmp_path):
+    from neuroflow.errors import RunLookupError
+    from neuroflow.tracking.digests import fetch
+
+    fetch.main(["models:/idx_rnn@challenger", str(tmp_path / "rnn")], standalone_mode=False)
+    served = mlflow.pyfunc.load_model(str(tmp_path / "rnn"))
+    assert served.predict(inputs("rnn")).shape == (7,)
+    swap("idx_rnn", "artifacts/network/weights.pt", swappable.folder)
+    with pytest.raises(RunLookupError, match="weights.pt changed since it was registered"):
+        fetch.main(["models:/idx_rnn/1", str(tmp_path / "swapped")], standalone_mode=False)
+    assert not (tmp_path / "swapped").exists()

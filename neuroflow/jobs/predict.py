@@ -11,7 +11,6 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-from mlflow import MlflowClient
 
 from neuroflow.data.inputs import Inputs, open_inputs
 from neuroflow.errors import NeuroflowError, RunLookupError
@@ -43,9 +42,12 @@ def predict(config: PredictConfig) -> dict[str, float]:
             "batch_size": config.batch_size,
         }
     )
-    mlflow.set_tags(model_tags(config.model))
+    mlflow.set_tag("model_uri", config.model)
     with tempfile.TemporaryDirectory() as tmp:
-        local = fetch_model(config.model, Path(tmp) / "model", "model", EXPECTED)
+        # Every file checked against its recorded digest before MLflow imports its code.
+        local, recorded = fetch_model(config.model, Path(tmp) / "model", "model", EXPECTED)
+        if recorded.version:  # what the URI named when it ran, even after the alias moves
+            mlflow.set_tags({"model_name": recorded.name, "model_version": recorded.version})
         model = mlflow.pyfunc.load_model(str(local))
         shape = model.metadata.get_input_schema().inputs[0].shape
         if len(shape) != 3:
@@ -83,27 +85,6 @@ def predict(config: PredictConfig) -> dict[str, float]:
     shown = f", accuracy {metrics['accuracy']:.4f}" if "accuracy" in metrics else ""
     print(f"predict: {inputs.count} images scored by {config.model}{shown}")
     return metrics
-
-
-def model_tags(uri: str) -> dict[str, str]:
-    """The registered version a models:/<name>/<version> or models:/<name>@<alias> URI names
-    now, so the run records what it used even after the alias moves."""
-    tags = {"model_uri": uri}
-    name = uri.removeprefix("models:/")
-    if not uri.startswith("models:/") or ("/" not in name and "@" not in name):
-        return tags  # a logged model's own URI (models:/m-...) or a runs:/ URI
-    client = MlflowClient()
-    try:
-        if "@" in name:
-            name, alias = name.split("@", 1)
-            version = client.get_model_version_by_alias(name, alias)
-        else:
-            name, number = name.rsplit("/", 1)
-            version = client.get_model_version(name, number)
-    except mlflow.exceptions.MlflowException as error:
-        first = str(error).splitlines()[0]
-        raise RunLookupError(f"model {uri} does not exist ({first}); expected {EXPECTED}") from None
-    return {**tags, "model_name": version.name, "model_version": str(version.version)}
 
 
 def prepared(run_id: str, tmp: str) -> str:

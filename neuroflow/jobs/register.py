@@ -8,6 +8,7 @@ from mlflow import MlflowClient
 from neuroflow.errors import RunLookupError
 from neuroflow.families import metric_for
 from neuroflow.tracking.card import card_uri, gather, link, log_card
+from neuroflow.tracking.digests import DIGEST_TAG, digest_of, record_on_version
 from neuroflow.tracking.lineage import provenance_tags
 from neuroflow.tracking.models import check_model
 from neuroflow.tracking.registry import (
@@ -56,9 +57,10 @@ def register(
     model_uri = run.data.tags["model_uri"]
     if is_unity_catalog() and mlflow.models.get_model_info(model_uri).signature is None:
         raise RunLookupError(f"{model_uri} has no signature; Unity Catalog requires one")
-    # Before anything is registered: the model is whole and ours, and the card can be made.
-    digest = check_model(model_uri, f"run {run.info.run_id}'s model", EXPECTED)
-    card = gather(run, data_run, model_uri, digest)
+    # Before anything is registered: the model is ours, every file of it as training logged
+    # it, and the card can be made.
+    files, weights_digest = check_model(model_uri, f"run {run.info.run_id}'s model", EXPECTED)
+    card = gather(run, data_run, model_uri, weights_digest)
 
     client = MlflowClient()
     # Held so that two registers of one run racing each other make one version, not two.
@@ -73,6 +75,8 @@ def register(
             client.update_model_version(name, version.version, description)
             client.set_model_version_tag(name, version.version, judged_by.name, str(score))
             client.set_model_version_tag(name, version.version, "model_card", card_uri(active))
+        if version.tags.get(DIGEST_TAG) != digest_of(files):  # new, or registered before digests
+            record_on_version(client, version, files)
         client.set_registered_model_alias(name, CHALLENGER, version.version)
     mlflow.set_tags(
         {

@@ -141,8 +141,14 @@ def load_evaluator(value: str, prepared: Prepared, ref: DataRef, config: GANTrai
     if value:
         return _loaded(pinned(value), prepared)
     champion = f"models:/{default_model_name(prepared.meta['dataset'], 'cnn')}@{CHAMPION}"
-    with contextlib.suppress(RunLookupError):  # none yet, or one for other images
-        return _loaded(pinned(champion), prepared)
+    try:
+        uri = pinned(champion)
+    except RunLookupError:  # none yet
+        uri = ""
+    if uri:
+        model = load_model(uri, *EVALUATOR)  # one whose files changed is refused, not passed over
+        with contextlib.suppress(RunLookupError):  # one for other images
+            return _checked(model, uri, prepared), uri
     with mlflow.start_run(nested=True, run_name="evaluator"):
         mlflow.set_tag("purpose", "dcgan evaluator")
         quick = TrainConfig(epochs=EVALUATOR_EPOCHS, seed=config.seed, device=config.device)

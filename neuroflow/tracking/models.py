@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -15,9 +17,13 @@ from mlflow.exceptions import MlflowException
 import neuroflow
 from neuroflow.envs import read_pins
 from neuroflow.errors import RunLookupError
+from neuroflow.tracking import digests
+from neuroflow.tracking.digests import ModelFilesError, Recorded, file_sha256
 from neuroflow.tracking.networks import (
     NETWORK,
     PROBABILITIES,
+    SPEC,
+    WEIGHTS,
     NetworkError,
     check_network,
     load_network,
@@ -58,7 +64,7 @@ def _log_model(model, signature, example):
         folder = Path(tmp) / NETWORK
         folder.mkdir()
         save_network(model, folder)
-        return mlflow.pyfunc.log_model(
+        info = mlflow.pyfunc.log_model(
             name=MODEL_NAME,
             python_model=str(MODEL_CODE),
             artifacts={NETWORK: str(folder)},
@@ -67,6 +73,24 @@ def _log_model(model, signature, example):
             code_paths=[str(Path(neuroflow.__file__).parent)],
             pip_requirements=serving_requirements(),
         )
+        record_stored(info, folder, Path(tmp) / "stored")
+    return info
+
+
+def record_stored(info, saved: Path, tmp: Path) -> None:
+    """Read the model just logged back from the store, check that its network is the one
+    `saved`, and record the digests of all its files (see neuroflow.tracking.digests). A store
+    on this machine is read in place: a copy would cost more than the rest of logging."""
+    location = urllib.parse.urlparse(mlflow.get_logged_model(info.model_id).artifact_location)
+    if location.scheme in ("", "file"):
+        local = Path(urllib.request.url2pathname(location.path))
+    else:
+        local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp)))
+    stored = network_dir(local)
+    for name in (SPEC, WEIGHTS):
+        if file_sha256(stored / name) != file_sha256(saved / name):
+            raise NetworkError(f"the {name} stored for {info.model_uri} is not the one logged")
+    digests.record(info, local)
 
 
 @contextlib.contextmanager
@@ -105,38 +129,42 @@ def log_generator(model, latent_dim: int):
 
 def load_model(uri: str, role: str = "model", expected: str = "the URI of a logged model"):
     """The torch module logged at `uri`, on the CPU, rebuilt from its spec and weights without
-    unpickling anything. When it cannot be, a one-line RunLookupError naming the URI in its
-    `role` and what was `expected`: a URI that names nothing, a model another project logged
-    (it has no network artifact), a corrupt or truncated spec or weights file."""
-    return _from_network(uri, role, expected, load_network)
-
-
-def check_model(uri: str, role: str, expected: str) -> str:
-    """Check, without torch, that the model at `uri` is one this project logged and is whole
-    (see networks.check_network). Returns its weights' sha256; a one-line RunLookupError
-    naming the URI in its `role` otherwise."""
-    return _from_network(uri, role, expected, check_network)
-
-
-def fetch_model(uri: str, folder: Path, role: str, expected: str) -> Path:
-    """The model at `uri` downloaded into `folder` and checked as check_model checks it: a local
-    copy to load, so a caller that loads the model downloads it once."""
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
-        check_network(network_dir(local))
-    except (NetworkError, MlflowException, OSError) as error:
-        raise unloadable(uri, error, role, expected) from None
-    return local
-
-
-def _from_network(uri: str, role: str, expected: str, read):
-    """read(the network's folder) for the model at `uri`, downloaded for the call."""
+    unpickling anything, once every file of the model is as recorded when it was logged or
+    registered. When it cannot be, a one-line RunLookupError naming the URI in its `role` and
+    what was `expected`: a URI that names nothing, a model with no recorded digests (another
+    project logged it), a file changed since, a corrupt or truncated spec or weights file."""
     with tempfile.TemporaryDirectory() as tmp:
+        local, _ = fetch_model(uri, Path(tmp) / "model", role, expected)
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-            return read(network_dir(local))
-        except (NetworkError, MlflowException, OSError) as error:
+            return load_network(network_dir(local))
+        except NetworkError as error:
             raise unloadable(uri, error, role, expected) from None
+
+
+def check_model(uri: str, role: str, expected: str) -> tuple[str, str]:
+    """Check, without torch, that the model at `uri` is one this project logged and is whole:
+    every file as recorded when it was logged (see fetch_model). Returns its manifest and its
+    weights' sha256; a one-line RunLookupError naming the URI in its `role` otherwise."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local, _ = fetch_model(uri, Path(tmp) / "model", role, expected)
+        return digests.manifest(local), file_sha256(network_dir(local) / WEIGHTS)
+
+
+def fetch_model(uri: str, folder: Path, role: str, expected: str) -> tuple[Path, Recorded]:
+    """The model at `uri` downloaded into `folder`, with what was recorded for it. Before the
+    download, what was recorded when it was logged or registered is looked up (an alias is
+    resolved to its version, and that version downloaded); after it, every file is checked
+    against that, and the network against its own checksums, before anything reads them."""
+    try:
+        expected_files = digests.recorded(uri)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=expected_files.uri, dst_path=str(folder)
+        )
+        digests.verify(Path(local), expected_files)
+        check_network(network_dir(Path(local)))
+    except (ModelFilesError, NetworkError, MlflowException, OSError) as error:
+        raise unloadable(uri, error, role, expected) from None
+    return Path(local), expected_files
 
 
 def network_dir(model_dir: Path) -> Path:
