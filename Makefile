@@ -18,15 +18,14 @@ WORKERS ?= auto
 PYTEST := python -m pytest $(if $(filter 1,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
 # `make server`: MLflow on SERVER_HOST:SERVER_PORT, its runs in the PostgreSQL database
 # PG_TRACKING_DB, tune's shared studies in PG_STUDIES_DB. Two databases, because MLflow and Optuna
-# each keep their schema's version in a table named alembic_version. The cluster's port, the
-# role and its password default as in neuroflow/postgres.py, which CI's tests connect with.
+# each keep their schema's version in a table named alembic_version. The role's password comes
+# from PGPASSWORD or ~/.pgpass, never from a default or the command line (README).
 SERVER_HOST ?= 0.0.0.0
 SERVER_PORT ?= 5000
 # Host names teammates reach it by, beyond MLflow's default (localhost and private IPs)
 ALLOWED_HOSTS ?=
 PG_PORT ?= 5432
 PG_USER ?= neuroflow
-PG_PASSWORD ?= change-me
 PG_TRACKING_DB ?= mlflow
 PG_STUDIES_DB ?= optuna
 
@@ -51,10 +50,11 @@ run: setup
 ui: setup
 	cd $(STORE) && mlflow ui --backend-store-uri sqlite:///mlflow.db
 
-# Debian's PostgreSQL, started if it is down, with the role and the two databases (made once).
-postgres server: export PGPASSWORD = $(PG_PASSWORD)
+# Debian's PostgreSQL, started if it is down, with the role (made once, never changed after)
+# and the two databases (made once).
 postgres: setup
-	python -m neuroflow.postgres --port $(PG_PORT) --user $(PG_USER) $(PG_TRACKING_DB) $(PG_STUDIES_DB)
+	python -m neuroflow.server.postgres --port $(PG_PORT) --user $(PG_USER) \
+		$(PG_TRACKING_DB) $(PG_STUDIES_DB)
 
 # A team's tracking server: teammates `export MLFLOW_TRACKING_URI=http://<this host>:5000`.
 # Artifacts go through it, into $(STORE)/server-artifacts.

@@ -5,6 +5,7 @@ thread per worker. Throwaway PostgreSQL databases for the tests of a team's serv
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -135,36 +136,55 @@ def server(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres():
-    """`postgres(name)`: the URL of a new, empty database on the local PostgreSQL, this process's
-    own (each pytest-xdist worker is one), reached as the role `make postgres` creates. Every
-    one is dropped at the end. Without PostgreSQL the tests that need it skip, except under
-    .ci/run (NEUROFLOW_POSTGRES=required), where they fail."""
-    import psycopg2
+def postgres_role() -> SimpleNamespace:
+    """A throwaway role on the local PostgreSQL, this process's own (each pytest-xdist worker is
+    one), with a random password, made as `make postgres` makes roles (the cluster started if it
+    is down) and dropped at the end with every database it owns. Without PostgreSQL, or without
+    the rights to make a role (root, or sudo), the tests that need it skip, except under .ci/run
+    (NEUROFLOW_POSTGRES=required), where they fail."""
+    import click
 
-    from neuroflow import postgres as pg
+    from neuroflow.server import postgres as pg
 
-    reached = {"host": "127.0.0.1", "port": pg.PORT, "user": pg.USER, "password": pg.PASSWORD}
+    role = SimpleNamespace(
+        user=f"test_{os.getpid()}_{secrets.token_hex(3)}",
+        password=secrets.token_urlsafe(18),
+        port=pg.PORT,
+        databases=[],
+    )
     try:
-        connection = psycopg2.connect(**reached, dbname="postgres", connect_timeout=5)
-    except psycopg2.OperationalError as error:
-        message = f"no PostgreSQL at {pg.url('postgres')} ({str(error).strip().splitlines()[0]})"
+        pg.start_cluster(role.port)
+        pg.create(role.user, (), role.port, role.password)
+    except click.ClickException as error:
+        message = f"no PostgreSQL to make a throwaway role on ({error.format_message()})"
         if os.environ.get("NEUROFLOW_POSTGRES") == "required":
             pytest.fail(message)
-        pytest.skip(f"{message}; `make postgres` starts it")
+        pytest.skip(f"{message}; `apt-get install postgresql` provides it")
+    yield role
+    pg.drop(role.user, role.databases, role.port)
+
+
+@pytest.fixture(scope="session")
+def postgres(postgres_role):
+    """`postgres(name)`: the URL, with the password in it, of a new, empty database on the local
+    PostgreSQL owned by postgres_role."""
+    import psycopg2
+
+    from neuroflow.server import postgres as pg
+
+    role = postgres_role
+    connection = psycopg2.connect(
+        host=pg.HOST, port=role.port, user=role.user, password=role.password, dbname="postgres"
+    )
     connection.autocommit = True  # CREATE DATABASE runs outside a transaction
-    made: list[str] = []
 
     def database(name: str) -> str:
-        made.append(f"test_{os.getpid()}_{name}")
+        role.databases.append(f"{role.user}_{name}")
         with connection.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE {made[-1]}")
-        return pg.url(made[-1], password=pg.PASSWORD)
+            cursor.execute(f"CREATE DATABASE {role.databases[-1]}")
+        return pg.url(role.databases[-1], role.user, role.port, role.password)
 
     yield database
-    with connection.cursor() as cursor:
-        for name in made:
-            cursor.execute(f"DROP DATABASE {name} WITH (FORCE)")
     connection.close()
 
 

@@ -1,0 +1,1 @@
+"""A team's tracking server: Debian's PostgreSQL under it (postgres)."""
