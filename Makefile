@@ -16,17 +16,26 @@ PYTEST_ARGS ?=
 # fixtures are built once). WORKERS=1 runs the suite in this process.
 WORKERS ?= auto
 PYTEST := python -m pytest $(if $(filter 1,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
-# `make server`: MLflow on SERVER_HOST:SERVER_PORT, its runs in the PostgreSQL database
-# PG_TRACKING_DB, tune's shared studies in PG_STUDIES_DB. Two databases, because MLflow and Optuna
-# each keep their schema's version in a table named alembic_version. The role's password comes
-# from PGPASSWORD or ~/.pgpass, never from a default or the command line (README).
-SERVER_HOST ?= 0.0.0.0
+# `make server`: MLflow with authentication on SERVER_HOST:SERVER_PORT (localhost unless told
+# otherwise; another host needs ALLOWED_HOSTS, the names teammates reach it by). Its runs live
+# in the PostgreSQL database PG_TRACKING_DB, its users in PG_AUTH_DB, tune's shared studies in
+# PG_STUDIES_DB: MLflow, its auth app and Optuna each keep their schema's version in a table
+# named alembic_version. There are no default passwords: the admin password and the server's
+# secret key come from the environment or SERVER_SECRETS, PostgreSQL's from PGPASSWORD or
+# ~/.pgpass (README: A team's tracking server). TLS_CERT and TLS_KEY serve HTTPS;
+# SERVER_WORKERS sets its processes (MLflow's default, 4).
+SERVER_HOST ?= 127.0.0.1
 SERVER_PORT ?= 5000
-# Host names teammates reach it by, beyond MLflow's default (localhost and private IPs)
 ALLOWED_HOSTS ?=
+SERVER_SECRETS ?= $(HOME)/.config/neuroflow/server.env
+DEFAULT_PERMISSION ?= READ
+TLS_CERT ?=
+TLS_KEY ?=
+SERVER_WORKERS ?=
 PG_PORT ?= 5432
 PG_USER ?= neuroflow
 PG_TRACKING_DB ?= mlflow
+PG_AUTH_DB ?= mlflow_auth
 PG_STUDIES_DB ?= optuna
 
 .PHONY: setup run ui postgres server check test bench lint envs clean
@@ -51,18 +60,21 @@ ui: setup
 	cd $(STORE) && mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 # Debian's PostgreSQL, started if it is down, with the role (made once, never changed after)
-# and the two databases (made once).
+# and the databases (made once).
 postgres: setup
 	python -m neuroflow.server.postgres --port $(PG_PORT) --user $(PG_USER) \
-		$(PG_TRACKING_DB) $(PG_STUDIES_DB)
+		$(PG_TRACKING_DB) $(PG_AUTH_DB) $(PG_STUDIES_DB)
 
-# A team's tracking server: teammates `export MLFLOW_TRACKING_URI=http://<this host>:5000`.
-# Artifacts go through it, into $(STORE)/server-artifacts.
+# A team's tracking server: teammates `export MLFLOW_TRACKING_URI=http://<this host>:5000` and
+# their credentials. Artifacts go through it, into $(STORE)/server-artifacts.
 server: postgres
-	mkdir -p $(STORE)/server-artifacts
-	mlflow server --backend-store-uri postgresql+psycopg2://$(PG_USER)@127.0.0.1:$(PG_PORT)/$(PG_TRACKING_DB) \
-		--serve-artifacts --artifacts-destination $(STORE)/server-artifacts \
-		--host $(SERVER_HOST) --port $(SERVER_PORT) $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS))
+	python -m neuroflow.server start --host $(SERVER_HOST) --port $(SERVER_PORT) \
+		$(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS)) --secrets $(SERVER_SECRETS) \
+		--artifacts $(STORE)/server-artifacts --state $(STORE)/server \
+		--pg-port $(PG_PORT) --pg-user $(PG_USER) --tracking-db $(PG_TRACKING_DB) \
+		--auth-db $(PG_AUTH_DB) --default-permission $(DEFAULT_PERMISSION) \
+		$(if $(TLS_CERT),--tls-cert $(TLS_CERT) --tls-key $(TLS_KEY)) \
+		$(if $(SERVER_WORKERS),--workers $(SERVER_WORKERS))
 
 # The fast tier, for every edit: in-process tests on tiny data, about a minute on 2 cores.
 check: setup lint

@@ -177,7 +177,7 @@ def run(command: click.Command) -> None:
     if not sys.stderr.isatty():  # progress bars only for people watching
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     name = command.name.replace("-", "_")  # the entry point's name, as in MLproject
-    module = main_module() or f"steps.{name}"
+    module = (main_module() or f"steps.{name}").removesuffix(".__main__")
     try:
         code = command.main(prog_name=f"python -m {module}", standalone_mode=False)
     except click.ClickException as error:
@@ -187,8 +187,8 @@ def run(command: click.Command) -> None:
     except NeuroflowError as error:
         fail(name, str(error), 1)
     except Exception as error:
-        if unreachable := tracking_unreachable(error):
-            fail(name, unreachable, 1)
+        if said := tracking_unreachable(error) or tracking_refused(error):
+            fail(name, said, 1)
         raise
     exit_step(code if isinstance(code, int) else 0)
 
@@ -208,6 +208,29 @@ def tracking_unreachable(error: Exception) -> str | None:
         "MLflow's retries); expected it to be reachable (MLFLOW_HTTP_REQUEST_MAX_RETRIES sets "
         "how long to wait)"
     )
+
+
+REFUSALS = {"UNAUTHENTICATED": "401", "PERMISSION_DENIED": "403"}
+
+
+def tracking_refused(error: Exception) -> str | None:
+    """One line for an MLflow call the tracking server refused: no or wrong credentials (401),
+    or a user without the permission (403). It names the user and what the server said."""
+    exceptions = sys.modules.get("mlflow.exceptions")
+    if exceptions is None or not isinstance(error, exceptions.MlflowException):
+        return None
+    status = REFUSALS.get(error.error_code)
+    if status is None:
+        return None
+    said = " ".join(str(error).split()).removeprefix(f"{error.error_code}: ")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    who = f"user {user!r}" if user else "a request without credentials"
+    expected = (
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD of a user of that server"
+        if status == "401"
+        else "a user whose role allows it (README: A team's tracking server)"
+    )
+    return f"the tracking server refused {who} ({status}): {said}; expected {expected}"
 
 
 def fail(name: str, message: str, code: int) -> None:

@@ -1,12 +1,111 @@
-"""A team's server, piece by piece in this process: PostgreSQL's password and the role
-`make postgres` never changes."""
+"""A team's server, piece by piece in this process: the secrets it will not start without, the
+binding and TLS checks, PostgreSQL's password and the role `make postgres` never changes, the
+roles, and the one line a step ends with when the server refuses it. The real server, attacked,
+is tests/test_server_security.py."""
 
 from __future__ import annotations
 
 import click
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos import databricks_pb2
 
-from neuroflow.server import postgres
+from neuroflow import cli
+from neuroflow.server import launch, postgres, users
+from neuroflow.server.roles import CREATORS, RELEASED_ALIASES, RELEASER, ROLES
+from neuroflow.tracking.registry import CHAMPION
+
+ADMIN, KEY = launch.ADMIN_PASSWORD, launch.SECRET_KEY
+STRONG = {ADMIN: "correct-horse-battery", KEY: "0123456789abcdef0123"}
+
+
+def secrets_file(folder, text: str, mode: int = 0o600):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "server.env"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_secrets_come_from_the_environment_or_a_private_file_outside_the_repository(tmp_path):
+    file = secrets_file(
+        tmp_path, f"# the team's\nexport {ADMIN}='{STRONG[ADMIN]}'\n{KEY}=file-key-0123456789\n"
+    )
+    from_file = launch.read_secrets(file, environ={})
+    assert from_file == launch.Secrets(STRONG[ADMIN], "file-key-0123456789")
+    assert launch.read_secrets(tmp_path / "none.env", environ=STRONG).secret_key == STRONG[KEY]
+    mixed = launch.read_secrets(file, environ={KEY: STRONG[KEY]})  # the environment first
+    assert mixed == launch.Secrets(STRONG[ADMIN], STRONG[KEY])
+
+
+@pytest.mark.parametrize(
+    ("environ", "text", "mode", "message"),
+    [
+        ({}, "", 0o600, f"no {ADMIN}: expected it in the environment or in the secrets file"),
+        ({ADMIN: STRONG[ADMIN]}, "", 0o600, f"no {KEY}:"),
+        ({**STRONG, ADMIN: "password1234"}, "", 0o600, f"{ADMIN} is too weak"),
+        ({**STRONG, KEY: "short"}, "", 0o600, f"{KEY} is too weak; expected at least 16"),
+        ({}, f"{ADMIN}={STRONG[ADMIN]}\n{KEY}={STRONG[KEY]}\n", 0o644, "lets others read it"),
+    ],
+)
+def test_the_server_will_not_start_without_strong_private_secrets(
+    tmp_path, environ, text, mode, message
+):
+    file = secrets_file(tmp_path, text, mode)
+    with pytest.raises(click.ClickException, match=message) as refused:
+        launch.read_secrets(file, environ=environ)
+    assert "\n" not in refused.value.format_message()
+    assert STRONG[ADMIN] not in refused.value.format_message()
+
+
+def test_a_secrets_file_inside_the_repository_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(launch, "PROJECT", tmp_path)
+    file = secrets_file(tmp_path / "config", f"{ADMIN}={STRONG[ADMIN]}\n{KEY}={STRONG[KEY]}\n")
+    with pytest.raises(click.ClickException, match="lies inside the repository"):
+        launch.read_secrets(file, environ={})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
+def test_loopback_needs_no_allowed_hosts(host):
+    launch.check_binding(host, "")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.5", "mlflow.example.com"])
+def test_another_host_exposes_the_server_only_with_allowed_hosts(host):
+    with pytest.raises(click.BadParameter, match=f"'{host}' exposes the server to the network"):
+        launch.check_binding(host, "")
+    launch.check_binding(host, "mlflow.example.com")
+
+
+def test_tls_takes_a_certificate_and_its_key_together(tmp_path):
+    launch.check_tls(None, None)
+    launch.check_tls(tmp_path / "c.pem", tmp_path / "k.pem")
+    with pytest.raises(click.BadParameter, match="both --tls-cert and --tls-key"):
+        launch.check_tls(tmp_path / "c.pem", None)
+
+
+def test_the_auth_settings_hold_no_secret_and_only_their_owner_reads_them(tmp_path):
+    url = postgres.url("mlflow_auth")
+    path = launch.auth_config(tmp_path / "state", url, "NO_PERMISSIONS")
+    text = path.read_text()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert "default_permission = NO_PERMISSIONS" in text and f"database_uri = {url}" in text
+    assert "authorization_function = neuroflow.server.auth:authenticate" in text
+    assert "password" not in text.replace("admin_username", "")
+
+
+def test_the_servers_command_line_carries_no_secret_and_tls_goes_to_uvicorn(tmp_path):
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    command = launch.server_command(
+        "0.0.0.0", 5000, "mlflow.example.com", postgres.url("mlflow"), tmp_path, cert, key, 2
+    )
+    assert command[command.index("--app-name") + 1] == "basic-auth"
+    assert command[command.index("--allowed-hosts") + 1] == "mlflow.example.com"
+    assert command[command.index("--uvicorn-opts") + 1] == (
+        f"--ssl-certfile {cert} --ssl-keyfile {key}"
+    )
+    assert not any(secret in " ".join(command) for secret in STRONG.values())
+    assert "@127.0.0.1" in command[command.index("--backend-store-uri") + 1]  # no password
 
 
 def test_the_roles_password_is_libpqs_pgpassword_else_the_pgpass_file(tmp_path):
@@ -62,3 +161,50 @@ def test_a_missing_role_without_a_password_is_refused_with_one_line(monkeypatch)
     with pytest.raises(click.ClickException, match="no password for it was given") as refused:
         postgres.create("neuroflow", ("mlflow",), 5432, None)
     assert "PGPASSWORD or in ~/.pgpass" in refused.value.format_message()
+
+
+def test_the_roles_grant_real_permissions_and_only_a_releaser_releases():
+    permissions = set(launch.PERMISSIONS) - {"NO_PERMISSIONS"}
+    for _, grants in ROLES.values():
+        assert set(grants) == {"experiment", "registered_model"}
+        assert set(grants.values()) <= permissions
+    assert ROLES[RELEASER][1]["registered_model"] == "MANAGE"
+    assert all(
+        grants["registered_model"] != "MANAGE"
+        for role, (_, grants) in ROLES.items()
+        if role != RELEASER
+    )
+    assert {CHAMPION} == RELEASED_ALIASES and set(ROLES) > CREATORS
+
+
+@pytest.mark.parametrize(
+    ("code", "said", "expected"),
+    [
+        (
+            "PERMISSION_DENIED",
+            "PERMISSION_DENIED: moving alias 'champion' needs MANAGE",
+            "(403): moving alias 'champion' needs MANAGE; expected a user whose role",
+        ),
+        (
+            "UNAUTHENTICATED",
+            "API request to /runs/create failed with error code 401",
+            "(401): API request",
+        ),
+    ],
+)
+def test_a_step_the_server_refuses_ends_with_one_line_naming_the_user(
+    monkeypatch, code, said, expected
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    line = cli.tracking_refused(MlflowException(said, getattr(databricks_pb2, code)))
+    assert line.startswith("the tracking server refused user 'alice' ") and expected in line
+    gone = MlflowException("gone", databricks_pb2.RESOURCE_DOES_NOT_EXIST)
+    assert cli.tracking_refused(gone) is None
+
+
+def test_a_new_users_password_comes_from_a_file_and_is_long_enough(tmp_path):
+    (tmp_path / "ok").write_text("a-long-enough-one\nignored\n")
+    assert users.read_password(tmp_path / "ok", "alice") == "a-long-enough-one"
+    (tmp_path / "short").write_text("short\n")
+    with pytest.raises(click.BadParameter, match="has 5 characters; expected at least 12"):
+        users.read_password(tmp_path / "short", "alice")

@@ -192,20 +192,22 @@ class Scorer:
 
 
 def _apply(client: MlflowClient, version, outcome: Outcome, stage: str) -> None:
+    """Act on the decision. A promotion moves the alias first: a user the tracking server does
+    not let move `champion` is refused before anything of the version has changed."""
     name, number = version.name, version.version
-    client.set_model_version_tag(
-        name, number, f"rescored_{outcome.metric}", str(outcome.candidate_score)
-    )
-    if outcome.champion_score is not None:
-        client.set_model_version_tag(name, number, "champion_score", str(outcome.champion_score))
-    client.set_model_version_tag(name, number, "promotion_reason", outcome.decision.reason)
     if outcome.decision.promote:
         client.set_registered_model_alias(name, CHAMPION, number)
-        client.set_model_version_tag(name, number, "promotion", "promoted")
         if stage:
             transition_stage(client, version, stage)
-    else:
-        client.set_model_version_tag(name, number, "promotion", "rejected")
+    tags = {
+        f"rescored_{outcome.metric}": str(outcome.candidate_score),
+        "champion_score": None if outcome.champion_score is None else str(outcome.champion_score),
+        "promotion_reason": outcome.decision.reason,
+        "promotion": "promoted" if outcome.decision.promote else "rejected",
+    }
+    for key, value in tags.items():
+        if value is not None:
+            client.set_model_version_tag(name, number, key, value)
 
 
 def _log(outcome: Outcome, model_name: str) -> None:
