@@ -45,7 +45,8 @@ def predict(config: PredictConfig) -> dict[str, float]:
     mlflow.set_tag("model_uri", config.model)
     with tempfile.TemporaryDirectory() as tmp:
         # Every file checked against its recorded digest before MLflow imports its code.
-        local, recorded = fetch_model(config.model, Path(tmp) / "model", "model", EXPECTED)
+        fetched = fetch_model(config.model, Path(tmp) / "model", "model", EXPECTED)
+        local, recorded = fetched.folder, fetched.recorded
         if recorded.version:  # what the URI named when it ran, even after the alias moves
             mlflow.set_tags({"model_name": recorded.name, "model_version": recorded.version})
         model = mlflow.pyfunc.load_model(str(local))

@@ -87,17 +87,31 @@ class Recorded:
 
 
 def record(model_info, local: Path) -> dict[str, str]:
-    """In the active run, which has just logged `model_info` and downloaded it to `local`:
-    log its manifest and tag the run and the logged model with its digest. Returns the tags."""
+    """In the active run, which has just logged `model_info`, whose files are in `local`: log
+    their manifest and tag the run and the logged model with its digest. Returns the tags."""
     import mlflow
 
-    text = manifest(local)
-    run_id = mlflow.active_run().info.run_id
-    mlflow.log_text(text, MANIFEST)
-    tags = {DIGEST_TAG: digest_of(text), MANIFEST_TAG: f"runs:/{run_id}/{MANIFEST}"}
+    tags = log_manifest(manifest(local))
     mlflow.set_tags(tags)
     mlflow.set_logged_model_tags(model_info.model_id, tags)
     return tags
+
+
+def record_on_version(client, version, manifest_text: str) -> dict[str, str]:
+    """In the active (register) run: log `manifest_text` and tag model `version` with it."""
+    tags = log_manifest(manifest_text)
+    for key, value in tags.items():
+        client.set_model_version_tag(version.name, version.version, key, value)
+    return tags
+
+
+def log_manifest(manifest_text: str) -> dict[str, str]:
+    """`manifest_text` as the active run's MANIFEST; the tags that record it."""
+    import mlflow
+
+    run_id = mlflow.active_run().info.run_id
+    mlflow.log_text(manifest_text, MANIFEST)
+    return {DIGEST_TAG: digest_of(manifest_text), MANIFEST_TAG: f"runs:/{run_id}/{MANIFEST}"}
 
 
 def recorded(uri: str) -> Recorded:
@@ -179,18 +193,6 @@ def difference(found: dict[str, str], expected: Recorded) -> str:
     return f"its files changed {since}"  # only a manifest line's form could differ
 
 
-def record_on_version(client, version, manifest_text: str) -> dict[str, str]:
-    """In the active (register) run: log `manifest_text` and tag model `version` with it."""
-    import mlflow
-
-    run_id = mlflow.active_run().info.run_id
-    mlflow.log_text(manifest_text, MANIFEST)
-    tags = {DIGEST_TAG: digest_of(manifest_text), MANIFEST_TAG: f"runs:/{run_id}/{MANIFEST}"}
-    for key, value in tags.items():
-        client.set_model_version_tag(version.name, version.version, key, value)
-    return tags
-
-
 @click.command()
 @click.argument("uri")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
@@ -203,12 +205,13 @@ def fetch(uri: str, folder: Path):
     if folder.exists() and any(folder.iterdir()):
         raise click.BadParameter(f"{str(folder)!r} is not empty; expected a new or empty folder")
     with tempfile.TemporaryDirectory(dir=folder.parent if folder.parent.exists() else None) as tmp:
-        local, expected = fetch_model(uri, Path(tmp) / "model", "model", "a model URI")
+        fetched = fetch_model(uri, Path(tmp) / "model", "model", "a model URI")
         folder.parent.mkdir(parents=True, exist_ok=True)
         if folder.exists():
             folder.rmdir()
-        local.replace(folder)
-    click.echo(f"{folder}: every file of {uri} as when {expected.when} ({expected.digest})")
+        fetched.folder.replace(folder)
+    recorded = fetched.recorded
+    click.echo(f"{folder}: every file of {uri} as when {recorded.when} ({recorded.digest})")
 
 
 if __name__ == "__main__":

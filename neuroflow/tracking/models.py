@@ -9,6 +9,7 @@ import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import mlflow
 import numpy as np
@@ -134,9 +135,9 @@ def load_model(uri: str, role: str = "model", expected: str = "the URI of a logg
     what was `expected`: a URI that names nothing, a model with no recorded digests (another
     project logged it), a file changed since, a corrupt or truncated spec or weights file."""
     with tempfile.TemporaryDirectory() as tmp:
-        local, _ = fetch_model(uri, Path(tmp) / "model", role, expected)
+        fetched = fetch_model(uri, Path(tmp) / "model", role, expected)
         try:
-            return load_network(network_dir(local))
+            return load_network(network_dir(fetched.folder))
         except NetworkError as error:
             raise unloadable(uri, error, role, expected) from None
 
@@ -146,25 +147,29 @@ def check_model(uri: str, role: str, expected: str) -> tuple[str, str]:
     every file as recorded when it was logged (see fetch_model). Returns its manifest and its
     weights' sha256; a one-line RunLookupError naming the URI in its `role` otherwise."""
     with tempfile.TemporaryDirectory() as tmp:
-        local, _ = fetch_model(uri, Path(tmp) / "model", role, expected)
-        return digests.manifest(local), file_sha256(network_dir(local) / WEIGHTS)
+        fetched = fetch_model(uri, Path(tmp) / "model", role, expected)
+        return fetched.manifest, file_sha256(network_dir(fetched.folder) / WEIGHTS)
 
 
-def fetch_model(uri: str, folder: Path, role: str, expected: str) -> tuple[Path, Recorded]:
-    """The model at `uri` downloaded into `folder`, with what was recorded for it. Before the
-    download, what was recorded when it was logged or registered is looked up (an alias is
-    resolved to its version, and that version downloaded); after it, every file is checked
-    against that, and the network against its own checksums, before anything reads them."""
+class Fetched(NamedTuple):
+    folder: Path  # the checked copy
+    recorded: Recorded  # what was recorded when the model was logged or registered
+    manifest: str  # its files' sha256, as checked
+
+
+def fetch_model(uri: str, folder: Path, role: str, expected: str) -> Fetched:
+    """The model at `uri` downloaded into `folder` and checked. Before the download, what was
+    recorded when it was logged or registered is looked up (an alias is resolved to its
+    version, and that version downloaded); after it, every file is checked against that, and
+    the network against its own checksums, before anything reads them."""
     try:
-        expected_files = digests.recorded(uri)
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=expected_files.uri, dst_path=str(folder)
-        )
-        digests.verify(Path(local), expected_files)
-        check_network(network_dir(Path(local)))
+        recorded = digests.recorded(uri)
+        local = Path(mlflow.artifacts.download_artifacts(recorded.uri, dst_path=str(folder)))
+        manifest = digests.verify(local, recorded)
+        check_network(network_dir(local))
     except (ModelFilesError, NetworkError, MlflowException, OSError) as error:
         raise unloadable(uri, error, role, expected) from None
-    return Path(local), expected_files
+    return Fetched(local, recorded, manifest)
 
 
 def network_dir(model_dir: Path) -> Path:
