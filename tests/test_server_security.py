@@ -465,7 +465,6 @@ def test_a_model_file_swapped_through_the_proxy_is_refused_by_promote_and_predic
         source = client.get_model_version(MODEL, "1").source
         location = client.get_logged_model(source.removeprefix("models:/")).artifact_location
         original = mlflow.artifacts.download_artifacts(f"{location}/{path}")
-        before = registry_bytes(client)
     data = Path(original).read_bytes()
     if path.endswith(".pt"):
         weights = torch.load(io.BytesIO(data), weights_only=True)
@@ -477,6 +476,15 @@ def test_a_model_file_swapped_through_the_proxy_is_refused_by_promote_and_predic
     proxied = f"{ARTIFACTS}/{location.removeprefix('mlflow-artifacts:/')}/{path}"
     assert team.probe("tina", "PUT", proxied, data=swapped) == 200
     try:
+        # nor may she record the swap as the version's own: its digests are written once
+        tag = {"name": MODEL, "version": "1", "key": "model_digest", "value": "0" * 64}
+        assert team.probe("tina", "POST", f"{API}/model-versions/set-tag", json=tag) == 403
+        delete = {"name": MODEL, "version": "1", "key": "model_manifest"}
+        assert team.probe("tina", "DELETE", f"{API}/model-versions/delete-tag", json=delete) == 403
+        other = {**tag, "key": "reviewed_by", "value": "tina"}  # other tags stay a trainer's to set
+        assert team.probe("tina", "POST", f"{API}/model-versions/set-tag", json=other) == 200
+        with team.acting_as("admin"):
+            before = registry_bytes(mlflow.MlflowClient(team.url))
         prepared = team.run_ids["preprocess"]
         for step, user, params in (
             ("promote", "lena", {"model_name": MODEL, "candidate": "1"}),
