@@ -16,7 +16,7 @@ from neuroflow.jobs.promote import promote
 from neuroflow.jobs.register import register
 from neuroflow.jobs.train_classifier import train_classifier
 from neuroflow.settings import CNNConfig, TrainConfig
-from neuroflow.tracking.registry import decide
+from neuroflow.tracking.registry import RECORDED_TAGS, decide
 
 SMALL = CNNConfig(channels=(4, 8), hidden=16)
 GOOD = TrainConfig(epochs=4, device="cpu")
@@ -89,6 +89,16 @@ def test_register_tags_the_version_and_moves_challenger(trained):
     assert float(tags["test_accuracy"]) == accuracy
     assert run_id in version.description and "test_accuracy" in version.description
     assert version.aliases == ["challenger"]
+    assert RECORDED_TAGS - {"evaluator_uri"} <= tags.keys()  # all of it, as it was created
+
+
+def test_a_version_recorded_with_other_files_is_not_registered_again(trained):
+    run_id = trained.good
+    register_run(run_id)
+    MlflowClient().set_model_version_tag("idx_cnn", "1", "model_digest", "0" * 64)
+    with pytest.raises(RunLookupError, match="records files with digest 000000000000, but run"):
+        register_run(run_id)
+    assert MlflowClient().get_model_version("idx_cnn", "1").tags["model_digest"] == "0" * 64
 
 
 def test_registering_a_run_twice_returns_the_same_version(trained):

@@ -17,6 +17,7 @@ import datetime
 import http.client
 import io
 import ipaddress
+import json
 import os
 import secrets
 import signal
@@ -361,8 +362,8 @@ def test_the_pipeline_runs_as_a_trainer_and_its_promote_is_refused_at_the_champi
     print(f"main as tina: exit {result.returncode}; {errors}")
     assert result.returncode != 0
     assert errors[0].startswith("promote: error: the tracking server refused user 'tina' (403)")
-    assert "moving alias 'champion' of registered model 'digits_mlp' needs MANAGE" in errors[0]
-    assert "'releaser' role" in errors[0]
+    needs = "needs the 'releaser' role (MANAGE on registered models)"
+    assert f"moving alias 'champion' of registered model 'digits_mlp' {needs}" in errors[0]
     client = mlflow.MlflowClient(team.url)
     with team.acting_as("tina"):
         runs = {
@@ -479,6 +480,8 @@ def test_a_model_file_swapped_through_the_proxy_is_refused_by_promote_and_predic
         # nor may she record the swap as the version's own: its digests are written once
         tag = {"name": MODEL, "version": "1", "key": "model_digest", "value": "0" * 64}
         assert team.probe("tina", "POST", f"{API}/model-versions/set-tag", json=tag) == 403
+        lineage = {**tag, "key": "data_run_id", "value": "0" * 32}
+        assert team.probe("tina", "POST", f"{API}/model-versions/set-tag", json=lineage) == 403
         delete = {"name": MODEL, "version": "1", "key": "model_manifest"}
         assert team.probe("tina", "DELETE", f"{API}/model-versions/delete-tag", json=delete) == 403
         other = {**tag, "key": "reviewed_by", "value": "tina"}  # other tags stay a trainer's to set
@@ -513,6 +516,18 @@ def test_a_trainer_moving_champion_is_refused_and_a_releaser_promotes(team, pipe
     assert (
         team.probe("tina", "POST", path, json={**stage, "archive_existing_versions": False}) == 403
     )
+    # as MLflow's handler reads it: the body, whatever its content type; the query string too
+    body = json.dumps(alias).encode()
+    plain = {"Content-Type": "text/plain"}
+    for method, params in (("DELETE", {"name": MODEL, "alias": "challenger"}), ("POST", {})):
+        path = f"{API}/registered-models/alias"
+        assert team.probe("tina", method, path, params=params, data=body, headers=plain) == 403
+    removals = [
+        ("POST", f"{API}/registered-models/rename", {"name": MODEL, "new_name": "elsewhere"}),
+        ("DELETE", f"{API}/model-versions/delete", {"name": MODEL, "version": "1"}),
+        ("DELETE", f"{API}/registered-models/delete", {"name": MODEL}),
+    ]
+    assert {team.probe("tina", m, path, json=asked) for m, path, asked in removals} == {403}
     promoted = mlflow_run(
         "promote", tmp_path, team.url, env=team.credentials("lena"), model_name=MODEL
     )

@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 from neuroflow.errors import RunLookupError
 from neuroflow.families import metric_for
 from neuroflow.tracking.card import card_uri, gather, link, log_card
-from neuroflow.tracking.digests import DIGEST_TAG, digest_of, record_on_version
+from neuroflow.tracking.digests import DIGEST_TAG, digest_of, log_manifest, record_on_version
 from neuroflow.tracking.lineage import provenance_tags
 from neuroflow.tracking.models import check_model
 from neuroflow.tracking.registry import (
@@ -55,11 +55,11 @@ def register(
     dataset = data_run.data.params.get("dataset", "dataset")
     name = full_model_name(model_name or default_model_name(dataset, family), catalog, schema)
     model_uri = run.data.tags["model_uri"]
-    if is_unity_catalog() and mlflow.models.get_model_info(model_uri).signature is None:
-        raise RunLookupError(f"{model_uri} has no signature; Unity Catalog requires one")
     # Before anything is registered: the model is ours, every file of it as training logged
     # it, and the card can be made.
     files, weights_digest = check_model(model_uri, f"run {run.info.run_id}'s model", EXPECTED)
+    if is_unity_catalog() and mlflow.models.get_model_info(model_uri).signature is None:
+        raise RunLookupError(f"{model_uri} has no signature; Unity Catalog requires one")
     card = gather(run, data_run, model_uri, weights_digest)
 
     client = MlflowClient()
@@ -68,15 +68,25 @@ def register(
         version = existing_version(client, name, run.info.run_id)
         if version is None:
             score = run.data.metrics[judged_by.name]
-            tags = _version_tags(run, family, dataset)
+            # Recorded as the version is created, so no one can record other values first.
+            tags = {
+                **_version_tags(run, family, dataset),
+                judged_by.name: str(score),
+                "model_card": card_uri(active),
+                **log_manifest(files),
+            }
             version = mlflow.register_model(model_uri, name, tags=tags)
             log_card(card, version)
             description = f"{_description(run, family, judged_by, score)}\n\n{link(active)}"
             client.update_model_version(name, version.version, description)
-            client.set_model_version_tag(name, version.version, judged_by.name, str(score))
-            client.set_model_version_tag(name, version.version, "model_card", card_uri(active))
-        if version.tags.get(DIGEST_TAG) != digest_of(files):  # new, or registered before digests
+        elif DIGEST_TAG not in version.tags:  # registered before files were digested
             record_on_version(client, version, files)
+        elif version.tags[DIGEST_TAG] != digest_of(files):
+            raise RunLookupError(
+                f"version {version.version} of {name!r} records files with digest "
+                f"{version.tags[DIGEST_TAG][:12]}, but run {run.info.run_id}'s model holds "
+                f"{digest_of(files)[:12]}; expected the same files (one record was changed)"
+            )
         client.set_registered_model_alias(name, CHALLENGER, version.version)
     mlflow.set_tags(
         {

@@ -1,74 +1,92 @@
 """The authorization function `make server` gives MLflow's basic-auth app: MLflow's own HTTP
 basic authentication, then this project's rules, which MLflow's permissions cannot say.
 
-- **A release is a releaser's.** MLflow lets anyone with EDIT on a registered model set any of
-  its aliases, and a trainer needs EDIT to register versions and move `challenger`. Moving or
-  removing `champion`, and moving a version's stage, needs the `releaser` role.
-- **A version's recorded digests are written once.** register records `model_digest` and
-  `model_manifest` on each version it makes (neuroflow.tracking.digests); changing or removing
-  them afterwards needs the `releaser` role, so that a trainer, who may write the artifacts,
-  cannot swap a version's files and record the swap as its own.
-- **Creating is a trainer's.** MLflow lets any user create experiments and registered models
-  (and makes them MANAGE of what they create). Creating either needs the `trainer` or the
-  `releaser` role, so a reader stays read-only.
+- **Releasing is a releaser's.** MLflow lets anyone with EDIT on a registered model set any of
+  its aliases, and a trainer needs EDIT to register versions and move `challenger`; it also
+  makes whoever creates a model MANAGE of it. Moving or removing `champion`, moving a stage,
+  renaming a registered model, and deleting one (but the registry locks, neuroflow.tracking.
+  registry) or a version, need the `releaser` role.
+- **What register records is written once.** register creates each version with its lineage
+  and the digests of its files (RECORDED_TAGS); changing or removing one afterwards needs the
+  `releaser` role, so that a trainer, who may write the artifacts, cannot swap a version's
+  files and record the swap as its own.
+- **Creating is a trainer's.** MLflow lets any user create experiments and registered models.
+  Creating either needs the `trainer` or the `releaser` role, so a reader stays read-only.
 
-Admins pass both, as they pass every MLflow check. The roles are MLflow roles, made by
+Admins pass every rule, as they pass every MLflow check. The roles are MLflow roles, made by
 `python -m neuroflow.server users add` (neuroflow.server.users). This module runs inside the
 server's workers, which import it by name from the auth configuration.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from flask import Response, g, request
-from mlflow.exceptions import MlflowException
 from mlflow.protos.model_registry_pb2 import (
     CreateRegisteredModel,
+    DeleteModelVersion,
     DeleteModelVersionTag,
+    DeleteRegisteredModel,
     DeleteRegisteredModelAlias,
+    RenameRegisteredModel,
     SetModelVersionTag,
     SetRegisteredModelAlias,
     TransitionModelVersionStage,
 )
 from mlflow.protos.service_pb2 import CreateExperiment
 from mlflow.server.auth import authenticate_request_basic_auth, store
-from mlflow.server.handlers import _get_model_registry_store, get_endpoints
+from mlflow.server.handlers import get_endpoints
 
 from neuroflow.server.roles import CREATORS, RELEASED_ALIASES, RELEASER
-from neuroflow.tracking.digests import DIGEST_TAG, MANIFEST_TAG
+from neuroflow.tracking.registry import RECORDED_TAGS, SUFFIX
 
 
-def params() -> dict:
-    return {**request.args, **(request.get_json(silent=True) or {})}
+def asked(field: str) -> set[str]:
+    """Every value the request gives `field`: in its query string, and in its body read as
+    MLflow's handlers read it (JSON whatever the content type says, decoded twice if it was
+    encoded twice), so that no form of a request slips past a rule that MLflow then obeys."""
+    body = request.get_json(force=True, silent=True)
+    if isinstance(body, str):
+        with contextlib.suppress(ValueError):
+            body = json.loads(body)
+    values = [request.args.get(field), body.get(field) if isinstance(body, dict) else None]
+    return {str(value) for value in values if value is not None}
+
+
+def named() -> str:
+    return " or ".join(repr(name) for name in sorted(asked("name"))) or "''"
 
 
 def releases() -> str | None:
-    """What the request releases, or None: the champion alias moved or removed, a stage."""
+    """What the request releases, or None: `champion` moved or removed, a stage moved."""
     if request.path.endswith("/transition-stage"):
-        return "moving a version's stage"
-    alias = str(params().get("alias", ""))
-    if alias not in RELEASED_ALIASES:
+        return f"moving a stage of registered model {named()}"
+    released = sorted(asked("alias") & RELEASED_ALIASES)
+    if not released:
         return None
     verb = "removing" if request.method == "DELETE" else "moving"
-    return f"{verb} alias {alias!r} of registered model {str(params().get('name', ''))!r}"
+    return f"{verb} alias {released[0]!r} of registered model {named()}"
+
+
+def removes() -> str | None:
+    """What the request removes or renames, or None for a registry lock's own removal."""
+    if request.path.endswith("/rename"):
+        return f"renaming registered model {named()}"
+    if request.path.endswith("/model-versions/delete"):
+        return f"deleting a version of registered model {named()}"
+    if all(name.endswith(SUFFIX) for name in asked("name")):
+        return None  # a lock, which register and promote take and release themselves
+    return f"deleting registered model {named()}"
 
 
 def rerecords() -> str | None:
-    """What the request changes of a version's recorded digests, or None: a digest tag set
-    where none was (register's own), or set again to the value it has, changes nothing."""
-    asked = params()
-    key, name, number = (str(asked.get(field, "")) for field in ("key", "name", "version"))
-    if key not in (DIGEST_TAG, MANIFEST_TAG):
+    """What the request changes of what register recorded on a version, or None."""
+    keys = sorted(asked("key") & RECORDED_TAGS)
+    if not keys:
         return None
-    what = f"changing tag {key!r} of version {number} of registered model {name!r} once set"
-    if request.method == "DELETE":
-        return what
-    try:  # the server's own registry, as MLflow's auth app reads it
-        tags = _get_model_registry_store().get_model_version(name, number).tags
-    except MlflowException:
-        return None  # no such version: the request fails on its own
-    return None if tags.get(key, asked.get("value")) == asked.get("value") else what
+    return f"changing tag {keys[0]!r} of a version of registered model {named()}"
 
 
 def creates() -> str:
@@ -92,14 +110,18 @@ def rule(roles: frozenset[str], needs: str, action):
     return check
 
 
-MANAGE = "MANAGE on registered models: the 'releaser' role"
-RELEASE = rule(frozenset({RELEASER}), MANAGE, releases)
-RERECORD = rule(frozenset({RELEASER}), MANAGE, rerecords)
+RELEASER_ONLY = "the 'releaser' role (MANAGE on registered models)"
+RELEASE = rule(frozenset({RELEASER}), RELEASER_ONLY, releases)
+REMOVE = rule(frozenset({RELEASER}), RELEASER_ONLY, removes)
+RERECORD = rule(frozenset({RELEASER}), RELEASER_ONLY, rerecords)
 CREATE = rule(CREATORS, "the 'trainer' or the 'releaser' role", creates)
 RULES = {
     SetRegisteredModelAlias: RELEASE,
     DeleteRegisteredModelAlias: RELEASE,
     TransitionModelVersionStage: RELEASE,
+    RenameRegisteredModel: REMOVE,
+    DeleteRegisteredModel: REMOVE,
+    DeleteModelVersion: REMOVE,
     SetModelVersionTag: RERECORD,
     DeleteModelVersionTag: RERECORD,
     CreateExperiment: CREATE,

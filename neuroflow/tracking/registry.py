@@ -19,10 +19,18 @@ from mlflow.exceptions import MlflowException
 
 from neuroflow.errors import RunLookupError
 from neuroflow.families import FAMILIES, Metric, metric_for
+from neuroflow.tracking.digests import DIGEST_TAG, MANIFEST_TAG
 from neuroflow.tracking.runs import FAMILY_TAG, NEWEST_FIRST, STEP_TAG, find_runs, get_run
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# What register records on a version as it creates it: its lineage, its card and the digests
+# of its files. On a team's server only a releaser may change them afterwards (neuroflow.server.
+# auth), so a version keeps saying where it came from and which files it is.
+RECORDED_TAGS = frozenset(
+    {"family", "dataset", "data_digest", "data_run_id", "source_run", "git_commit"}
+    | {"evaluator_uri", "model_card", DIGEST_TAG, MANIFEST_TAG}
+)
 UNITY_CATALOG = "databricks-uc"
 
 
