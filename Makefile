@@ -22,8 +22,8 @@ PYTEST := python -m pytest $(if $(filter 1,$(WORKERS)),,-n $(WORKERS) --dist loa
 # PG_STUDIES_DB: MLflow, its auth app and Optuna each keep their schema's version in a table
 # named alembic_version. There are no default passwords: the admin password and the server's
 # secret key come from the environment or SERVER_SECRETS, PostgreSQL's from PGPASSWORD or
-# ~/.pgpass (README: A team's tracking server). TLS_CERT and TLS_KEY serve HTTPS;
-# SERVER_WORKERS sets its processes (MLflow's default, 4).
+# ~/.pgpass (README: A team's tracking server). TLS_CERT and TLS_KEY serve HTTPS, or
+# TLS_BY_PROXY=true says a reverse proxy does; SERVER_WORKERS sets its processes (MLflow's 4).
 SERVER_HOST ?= 127.0.0.1
 SERVER_PORT ?= 5000
 ALLOWED_HOSTS ?=
@@ -31,6 +31,7 @@ SERVER_SECRETS ?= $(HOME)/.config/neuroflow/server.env
 DEFAULT_PERMISSION ?= READ
 TLS_CERT ?=
 TLS_KEY ?=
+TLS_BY_PROXY ?= false
 SERVER_WORKERS ?=
 PG_PORT ?= 5432
 PG_USER ?= neuroflow
@@ -74,6 +75,7 @@ server: postgres
 		--pg-port $(PG_PORT) --pg-user $(PG_USER) --tracking-db $(PG_TRACKING_DB) \
 		--auth-db $(PG_AUTH_DB) --default-permission $(DEFAULT_PERMISSION) \
 		$(if $(TLS_CERT),--tls-cert $(TLS_CERT) --tls-key $(TLS_KEY)) \
+		$(if $(filter true,$(TLS_BY_PROXY)),--tls-by-proxy) \
 		$(if $(SERVER_WORKERS),--workers $(SERVER_WORKERS))
 
 # The fast tier, for every edit: in-process tests on tiny data, about a minute on 2 cores.

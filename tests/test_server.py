@@ -29,10 +29,10 @@ def secrets_file(folder, text: str, mode: int = 0o600):
 
 def test_secrets_come_from_the_environment_or_a_private_file_outside_the_repository(tmp_path):
     file = secrets_file(
-        tmp_path, f"# the team's\nexport {ADMIN}='{STRONG[ADMIN]}'\n{KEY}=file-key-0123456789\n"
+        tmp_path, f"# the team's\nexport {ADMIN}='{STRONG[ADMIN]}'\n{KEY}=\"quo'te-key-0123456\"\n"
     )
     from_file = launch.read_secrets(file, environ={})
-    assert from_file == launch.Secrets(STRONG[ADMIN], "file-key-0123456789")
+    assert from_file == launch.Secrets(STRONG[ADMIN], "quo'te-key-0123456")  # quotes off
     assert launch.read_secrets(tmp_path / "none.env", environ=STRONG).secret_key == STRONG[KEY]
     mixed = launch.read_secrets(file, environ={KEY: STRONG[KEY]})  # the environment first
     assert mixed == launch.Secrets(STRONG[ADMIN], STRONG[KEY])
@@ -66,15 +66,17 @@ def test_a_secrets_file_inside_the_repository_is_refused(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
-def test_loopback_needs_no_allowed_hosts(host):
-    launch.check_binding(host, "")
+def test_loopback_needs_no_allowed_hosts_nor_tls(host):
+    launch.check_binding(host, "", tls=False)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.5", "mlflow.example.com"])
-def test_another_host_exposes_the_server_only_with_allowed_hosts(host):
+def test_another_host_exposes_the_server_only_with_allowed_hosts_and_tls(host):
     with pytest.raises(click.BadParameter, match=f"'{host}' exposes the server to the network"):
-        launch.check_binding(host, "")
-    launch.check_binding(host, "mlflow.example.com")
+        launch.check_binding(host, "", tls=True)
+    with pytest.raises(click.BadParameter, match="without TLS, so passwords would cross"):
+        launch.check_binding(host, "mlflow.example.com", tls=False)
+    launch.check_binding(host, "mlflow.example.com", tls=True)
 
 
 def test_tls_takes_a_certificate_and_its_key_together(tmp_path):
@@ -112,16 +114,30 @@ def test_the_roles_password_is_libpqs_pgpassword_else_the_pgpass_file(tmp_path):
     pgpass = tmp_path / "pgpass"
     pgpass.write_text(
         "# host:port:database:user:password\n"
+        "localhost:5432:*:neuroflow:a-socket-line\n"  # libpq: Unix-socket connections only
+        "127.0.0.1:5432:mlflow:neuroflow:one-database\n"  # not every database
         "127.0.0.1:5433:*:neuroflow:other-port\n"
         "127.0.0.1:5432:*:someone:other-user\n"
-        "localhost:5432:mlflow:neuroflow:with\\:colon\n"
+        "127.0.0.1:*:*:neuroflow:with\\:colon\n"
     )
+    pgpass.chmod(0o600)
     environ = {"PGPASSFILE": str(pgpass)}
     assert postgres.password_for("neuroflow", 5432, environ) == "with:colon"
     assert postgres.password_for("neuroflow", 5433, environ) == "other-port"
     assert postgres.password_for("nobody", 5432, environ) is None
     assert postgres.password_for("neuroflow", 5432, {**environ, "PGPASSWORD": "env"}) == "env"
     assert postgres.password_for("neuroflow", 5432, {"PGPASSFILE": str(tmp_path / "no")}) is None
+    pgpass.chmod(0o644)
+    with pytest.raises(click.ClickException, match="so libpq ignores it; expected -rw-------"):
+        postgres.password_for("neuroflow", 5432, environ)
+
+
+def test_a_role_is_created_with_a_scram_verifier_of_its_password():
+    salt = bytes(range(16))
+    verifier = postgres.scram_verifier("pencil", salt)
+    assert verifier.startswith("SCRAM-SHA-256$4096:AAECAwQFBgcICQoLDA0ODw==$")
+    assert verifier == postgres.scram_verifier("pencil", salt)  # a function of password and salt
+    assert verifier != postgres.scram_verifier("pencil2", salt) and "pencil" not in verifier
 
 
 class FakeCluster:
@@ -147,13 +163,13 @@ def test_make_postgres_never_changes_a_role_that_exists(monkeypatch):
     assert "CREATE DATABASE mlflow OWNER neuroflow" in scripts
 
 
-def test_make_postgres_creates_a_missing_role_with_the_password_on_stdin_only(monkeypatch):
+def test_make_postgres_creates_a_missing_role_sending_no_password_at_all(monkeypatch):
     cluster = FakeCluster(set())
     monkeypatch.setattr(postgres, "run", cluster)
     assert postgres.create("neuroflow", ("mlflow",), 5432, "it's-secret") is True
-    (created,) = [(c, i) for c, i in cluster.calls if "CREATE ROLE" in i]
-    assert "PASSWORD 'it''s-secret'" in created[1]
-    assert not any("secret" in " ".join(command) for command, _ in cluster.calls)
+    (created,) = [script for _, script in cluster.calls if "CREATE ROLE" in script]
+    assert "PASSWORD 'SCRAM-SHA-256$4096:" in created
+    assert not any("secret" in " ".join(command) + script for command, script in cluster.calls)
 
 
 def test_a_missing_role_without_a_password_is_refused_with_one_line(monkeypatch):

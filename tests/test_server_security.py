@@ -308,7 +308,7 @@ def test_a_host_header_outside_the_allowed_list_is_refused(team):
     assert team.probe("admin", "GET", path, headers=headers) == 403
 
 
-def test_an_exposed_server_needs_allowed_hosts_and_refuses_to_start_without(team):
+def test_an_exposed_server_needs_allowed_hosts_and_tls_or_refuses_to_start(team):
     variables = [*team.make_vars, "SERVER_HOST=0.0.0.0", "SERVER_PORT=1"]
     env = {**os.environ, "PGPASSWORD": team.pg_password}
     refused = make("server", variables, env)
@@ -316,6 +316,11 @@ def test_an_exposed_server_needs_allowed_hosts_and_refuses_to_start_without(team
     print(f"make server SERVER_HOST=0.0.0.0 without ALLOWED_HOSTS: {lines[0]}")
     assert refused.returncode != 0 and "'0.0.0.0' exposes the server" in lines[0]
     assert "--allowed-hosts" in lines[0]
+    clear = [*variables, "ALLOWED_HOSTS=mlflow.example.com", "TLS_CERT=", "TLS_KEY="]
+    refused = make("server", clear, env)
+    lines = [line for line in refused.stderr.splitlines() if "error" in line.lower()]
+    print(f"make server SERVER_HOST=0.0.0.0 ALLOWED_HOSTS=... without TLS: {lines[0]}")
+    assert refused.returncode != 0 and "without TLS, so passwords would cross" in lines[0]
 
 
 def test_the_server_refuses_to_start_without_its_secrets(team, tmp_path):

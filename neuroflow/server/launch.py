@@ -7,8 +7,10 @@ artifacts proxied, checked before it starts so that a mistake costs one line.
   `admin` user with it on first start), and MLFLOW_FLASK_SERVER_SECRET_KEY, which signs the
   UI's forms. There is no default for either, and neither goes on a command line.
 - **Binding:** 127.0.0.1 unless told otherwise; any other host must come with --allowed-hosts,
-  the names teammates reach the server by (MLflow refuses requests addressed to others).
-- **TLS:** --tls-cert and --tls-key serve HTTPS (uvicorn's own TLS).
+  the names teammates reach the server by (MLflow refuses requests addressed to others), and
+  with TLS.
+- **TLS:** --tls-cert and --tls-key serve HTTPS (uvicorn's own TLS); --tls-by-proxy says that a
+  reverse proxy in front serves it instead.
 - **PostgreSQL:** the role logs in with the password libpq finds (PGPASSWORD or ~/.pgpass);
   the databases are checked to be reachable before the server starts.
 - **Permissions:** new users get --default-permission (READ) on what no role grants them;
@@ -90,20 +92,32 @@ def read_secrets_file(file: Path) -> dict[str, str]:
     values = {}
     for line in resolved.read_text().splitlines():
         name, equals, value = line.strip().partition("=")
+        value = value.strip()
+        if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":  # one pair of quotes
+            value = value[1:-1]
         if equals and not name.startswith("#"):
-            values[name.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+            values[name.strip().removeprefix("export ").strip()] = value
     return values
 
 
-def check_binding(host: str, allowed_hosts: str) -> None:
-    """A host other than loopback exposes the server: only with --allowed-hosts."""
-    if is_loopback(host) or allowed_hosts:
+def check_binding(host: str, allowed_hosts: str, tls: bool) -> None:
+    """A host other than loopback exposes the server: only with --allowed-hosts, and TLS
+    (passwords would cross the network in the clear)."""
+    if is_loopback(host):
         return
-    raise click.BadParameter(
-        f"{host!r} exposes the server to the network; expected 127.0.0.1, or --allowed-hosts "
-        "with the names teammates reach it by (e.g. mlflow.example.com)",
-        param_hint="'--host'",
-    )
+    if not allowed_hosts:
+        raise click.BadParameter(
+            f"{host!r} exposes the server to the network; expected 127.0.0.1, or "
+            "--allowed-hosts with the names teammates reach it by (e.g. mlflow.example.com)",
+            param_hint="'--host'",
+        )
+    if not tls:
+        raise click.BadParameter(
+            f"{host!r} exposes the server without TLS, so passwords would cross the network in "
+            "the clear; expected --tls-cert and --tls-key, or --tls-by-proxy behind a proxy "
+            "that serves HTTPS",
+            param_hint="'--host'",
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -197,14 +211,15 @@ existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--secrets", type=click.Path(path_type=Path), default=str(SECRETS_FILE))
 @click.option("--tls-cert", type=existing_file, help="PEM certificate: serve HTTPS")
 @click.option("--tls-key", type=existing_file, help="its PEM private key")
+@click.option("--tls-by-proxy", is_flag=True, help="a reverse proxy in front serves HTTPS")
 @click.option("--workers", type=int, help="server processes (MLflow's default: 4)")
 def start(
     host, port, allowed_hosts, artifacts, state, pg_port, pg_user, tracking_db, auth_db,
-    default_permission, secrets, tls_cert, tls_key, workers,
+    default_permission, secrets, tls_cert, tls_key, tls_by_proxy, workers,
 ):  # fmt: skip
     """Start the team's tracking server, with authentication, in the foreground."""
-    check_binding(host, allowed_hosts)
     check_tls(tls_cert, tls_key)
+    check_binding(host, allowed_hosts, tls=bool(tls_cert) or tls_by_proxy)
     found = read_secrets(secrets)
     tracking_url = postgres.url(tracking_db, pg_user, pg_port)
     auth_url = postgres.url(auth_db, pg_user, pg_port)

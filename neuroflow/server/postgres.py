@@ -6,15 +6,20 @@ its databases created where missing, so running it again changes nothing.
 `make postgres` and `make server` run it. There is no default password. A role that exists is
 left as it is, its password included, so a live server that logs in as it keeps working. A role
 that does not exist yet is created with the password libpq would log in with: PGPASSWORD, or
-else the entry for it in ~/.pgpass (PGPASSFILE). The password reaches psql on stdin, never on
-a command line. The role may create databases: tests make throwaway ones of their own.
+else the entry for it in ~/.pgpass (PGPASSFILE). Only its SCRAM-SHA-256 verifier is sent, on
+psql's stdin: the password itself reaches no command line and no PostgreSQL log. The role may
+create databases: tests make throwaway ones of their own.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import re
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -94,8 +99,7 @@ def create(user: str, databases: tuple[str, ...], port: int, password: str | Non
                 f"PGPASSWORD or in ~/.pgpass ({HOST}:{port}:*:{user}:<password>), never on a "
                 "command line"
             )
-        quoted = "'" + password.replace("'", "''") + "'"
-        psql(f"CREATE ROLE {user} LOGIN CREATEDB PASSWORD {quoted};", port)
+        psql(f"CREATE ROLE {user} LOGIN CREATEDB PASSWORD '{scram_verifier(password)}';", port)
         made = True
     script = [
         f"SELECT 'CREATE DATABASE {database} OWNER {user}' WHERE NOT EXISTS "
@@ -113,24 +117,45 @@ def drop(user: str, databases: list[str], port: int) -> None:
     psql("\n".join([*script, f"DROP ROLE IF EXISTS {user};"]), port)
 
 
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
+    """What PostgreSQL stores for `password` under SCRAM-SHA-256 (RFC 5802, 7677), as psql's
+    \\password sends it: a role created with it logs in with the password, which PostgreSQL
+    never sees, so its logs cannot show it. (PostgreSQL prepares passwords with SASLprep,
+    which leaves the ASCII ones that `openssl rand` makes as they are.)"""
+    salt = salt or os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored = hashlib.sha256(hmac.digest(salted, b"Client Key", "sha256")).digest()
+    server = hmac.digest(salted, b"Server Key", "sha256")
+    encoded = [base64.b64encode(value).decode() for value in (salt, stored, server)]
+    return f"SCRAM-SHA-256${iterations}:{encoded[0]}${encoded[1]}:{encoded[2]}"
+
+
 def password_for(user: str, port: int, environ=os.environ) -> str | None:
-    """The password libpq would send as `user` to this machine's cluster on `port`: PGPASSWORD,
-    else the first matching line of the password file (PGPASSFILE, default ~/.pgpass)."""
+    """The password libpq would send as `user` to this machine's cluster at 127.0.0.1:`port`
+    for every database: PGPASSWORD, else the first line of the password file (PGPASSFILE,
+    default ~/.pgpass) for that host (or *), port (or *), any database (*) and user (or *).
+    libpq ignores a password file that others may read; so does this, saying so."""
     if environ.get("PGPASSWORD"):
         return environ["PGPASSWORD"]
     path = Path(environ.get("PGPASSFILE") or Path.home() / ".pgpass").expanduser()
     try:
-        lines = path.read_text().splitlines()
+        mode, lines = path.stat().st_mode, path.read_text().splitlines()
     except OSError:
         return None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise click.ClickException(
+            f"{path} has mode {stat.filemode(mode)}, so libpq ignores it; expected -rw------- "
+            f"(chmod 600 {path})"
+        )
     for line in lines:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = pgpass_fields(line)
         if len(fields) != 5:
             continue
-        host, listens, _database, role, password = fields  # any database: it is the role's
-        if host in ("*", HOST, "localhost") and listens in ("*", str(port)) and role in ("*", user):
+        host, listens, database, role, password = fields
+        ours = host in ("*", HOST) and listens in ("*", str(port)) and role in ("*", user)
+        if ours and database == "*":
             return password
     return None
 
