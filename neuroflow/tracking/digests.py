@@ -34,6 +34,7 @@ DIGEST_TAG, MANIFEST_TAG = "model_digest", "model_manifest"
 # MLflow writes this file beside every models:/ download, on the caller's side, over any copy
 # in the store: it names the version downloaded and is never part of what was logged.
 WRITTEN_AT_DOWNLOAD = "registered_model_meta"
+LOGGED_MODEL_ID = "m-"  # how MLflow begins a logged model's id
 CHUNK = 1 << 20
 
 
@@ -86,12 +87,12 @@ class Recorded:
     version: str = ""
 
 
-def record(model_info, local: Path) -> dict[str, str]:
-    """In the active run, which has just logged `model_info`, whose files are in `local`: log
-    their manifest and tag the run and the logged model with its digest. Returns the tags."""
+def record(model_info, manifest_text: str) -> dict[str, str]:
+    """In the active run, which has just logged `model_info`, whose files `manifest_text`
+    lists: log it, and tag the run and the logged model with its digest. Returns the tags."""
     import mlflow
 
-    tags = log_manifest(manifest(local))
+    tags = log_manifest(manifest_text)
     mlflow.set_tags(tags)
     mlflow.set_logged_model_tags(model_info.model_id, tags)
     return tags
@@ -131,18 +132,25 @@ def recorded(uri: str) -> Recorded:
             raise ModelFilesError(f"it names {path!r} of a run, not the run's {MODEL_NAME!r}")
         tags = client.get_run(run_id).data.tags
         return _recorded(uri, "it was logged", tags)
-    if not uri.startswith("models:/"):
-        raise ModelFilesError("it is neither a models:/ nor a runs:/ URI")
+    if not uri.startswith("models:/") or uri.startswith("models://"):
+        raise ModelFilesError(
+            "expected models:/<name>/<version>, models:/<name>@<alias>, "
+            "models:/<logged model id> or runs:/<run id>/model"
+        )
     name = uri.removeprefix("models:/").rstrip("/")
     if "@" in name:
         name, alias = name.split("@", 1)
         version = client.get_model_version_by_alias(name, alias)
     elif "/" in name:
         name, number = name.rsplit("/", 1)
+        if not number.isdigit():
+            raise ModelFilesError(f"{number!r} is not a version number (stages are not used)")
         version = client.get_model_version(name, number)
-    else:  # a logged model's own id
+    elif name.startswith(LOGGED_MODEL_ID):  # a logged model's own id
         logged = mlflow.get_logged_model(name)
         return _recorded(uri, "it was logged", logged.tags)
+    else:
+        raise ModelFilesError(f"it names registered model {name!r} with no version or alias")
     when = f"it was registered as version {version.version} of {version.name!r}"
     pinned = f"models:/{version.name}/{version.version}"
     return _recorded(pinned, when, version.tags, version.name, str(version.version))
@@ -204,9 +212,9 @@ def fetch(uri: str, folder: Path):
 
     if folder.exists() and any(folder.iterdir()):
         raise click.BadParameter(f"{str(folder)!r} is not empty; expected a new or empty folder")
-    with tempfile.TemporaryDirectory(dir=folder.parent if folder.parent.exists() else None) as tmp:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:  # beside it: a rename, no copy
         fetched = fetch_model(uri, Path(tmp) / "model", "model", "a model URI")
-        folder.parent.mkdir(parents=True, exist_ok=True)
         if folder.exists():
             folder.rmdir()
         fetched.folder.replace(folder)

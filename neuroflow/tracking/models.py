@@ -5,9 +5,8 @@ one-line error when it cannot be."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import tempfile
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
@@ -59,8 +58,9 @@ def log_classifier(model, examples: np.ndarray):
 def _log_model(model, signature, example):
     """Log `model` as MLflow's models-from-code: MLflow keeps model_code.py, our code beside it
     and the network as a JSON spec and a weights file. Loading runs that code and reads the
-    weights as tensors only: nothing is unpickled, so a model from the registry runs no code
-    it carries besides ours. It loads and serves with only torch, numpy and mlflow."""
+    weights as tensors only: nothing is unpickled. The code is the store's copy, so every load
+    here checks it first against the digests recorded now (record_stored). It loads and serves
+    with only torch, numpy and mlflow."""
     with tempfile.TemporaryDirectory() as tmp, pins_checked_alone():
         folder = Path(tmp) / NETWORK
         folder.mkdir()
@@ -79,19 +79,45 @@ def _log_model(model, signature, example):
 
 
 def record_stored(info, saved: Path, tmp: Path) -> None:
-    """Read the model just logged back from the store, check that its network is the one
-    `saved`, and record the digests of all its files (see neuroflow.tracking.digests). A store
-    on this machine is read in place: a copy would cost more than the rest of logging."""
-    location = urllib.parse.urlparse(mlflow.get_logged_model(info.model_id).artifact_location)
-    if location.scheme in ("", "file"):
-        local = Path(urllib.request.url2pathname(location.path))
+    """Read the model just logged back from the store, check that it holds what we wrote (the
+    network `saved`, model_code.py and our code), and record the digests of all its files (see
+    neuroflow.tracking.digests). A store on this machine is read in place: a copy would cost
+    more than the rest of logging."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+    from mlflow.utils.uri import is_local_uri
+
+    location = mlflow.get_logged_model(info.model_id).artifact_location
+    if is_local_uri(location, is_tracking_or_registry_uri=False):
+        local = Path(local_file_uri_to_path(location))
     else:
         local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp)))
-    stored = network_dir(local)
-    for name in (SPEC, WEIGHTS):
-        if file_sha256(stored / name) != file_sha256(saved / name):
-            raise NetworkError(f"the {name} stored for {info.model_uri} is not the one logged")
-    digests.record(info, local)
+    network = network_dir(local).relative_to(local).as_posix()
+    expected = {f"{network}/{name}": file_sha256(saved / name) for name in (SPEC, WEIGHTS)}
+    expected |= code_digests()
+    text = digests.manifest(local)
+    stored = {
+        path: sha
+        for path, sha in digests.parse(text).items()
+        if path in expected or path.startswith("code/")
+    }
+    if stored != expected:
+        wrong = min(set(stored.items()) ^ set(expected.items()))[0]
+        raise NetworkError(f"the {wrong} stored for {info.model_uri} is not the one logged")
+    digests.record(info, text)
+
+
+@functools.cache
+def code_digests() -> dict[str, str]:
+    """The sha256 of model_code.py and of every file of our package, where a logged model keeps
+    them; once a process, as the code does not change under it."""
+    package = Path(neuroflow.__file__).parent
+    files = {"model_code.py": MODEL_CODE}
+    files |= {
+        f"code/neuroflow/{path.relative_to(package).as_posix()}": path
+        for path in package.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts  # MLflow leaves bytecode out
+    }
+    return {relative: file_sha256(path) for relative, path in files.items()}
 
 
 @contextlib.contextmanager
