@@ -178,43 +178,37 @@ def test_every_file_of_a_version_is_digested_where_sha256sum_can_check_it(swappa
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-SWAPPED = ["model_code.py", "artifacts/network/weights.pt"]
-
-
-@pytest.mark.parametrize("path", SWAPPED)
-@pytest.mark.parametrize("step", ["promote", "predict"])
-def test_a_swapped_file_is_refused_at_load_before_any_code_of_the_model_runs(
-    swappable, prepared_store, path, step
+@pytest.mark.parametrize("path", ["model_code.py", "artifacts/network/weights.pt"])
+def test_a_swapped_file_is_refused_by_every_load_before_any_code_of_the_model_runs(
+    swappable, prepared_store, path
 ):
+    """promote and predict (as `mlflow run` runs them: one line, the run FAILED, the registry
+    as it was), the DCGAN's evaluator (no quick CNN instead) and the project's own loader."""
     from helpers import registry_bytes
-
-    swap("idx_mlp", path, swappable.folder)
-    before = registry_bytes(swappable.client)
-    if step == "promote":
-        result = swappable.step("promote", model_name="idx_mlp")
-    else:
-        data = prepared_store.ref.run_id
-        result = swappable.step("predict", model="models:/idx_mlp@challenger", data=data)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and len(lines) == 1, result.stderr
-    assert f"its file {path} changed since it was registered as version 1 of 'idx_mlp'" in lines[0]
-    assert swappable.get(result.run_id).info.status == "FAILED"
-    assert registry_bytes(swappable.client) == before
-    assert not (swappable.folder / MARKER).exists(), "the swapped model's code was imported"
-
-
-@pytest.mark.parametrize("path", SWAPPED)
-def test_the_dcgan_refuses_a_swapped_champion_as_its_evaluator(swappable, prepared_store, path):
     from neuroflow.errors import RunLookupError
     from neuroflow.jobs.train_dcgan import train_dcgan
 
-    swap("idx_cnn", path, swappable.folder)
+    for name in ("idx_mlp", "idx_cnn"):
+        swap(name, path, swappable.folder)
+    before = registry_bytes(swappable.client)
+    data = prepared_store.ref.run_id
+    for result in (
+        swappable.step("promote", model_name="idx_mlp"),
+        swappable.step("predict", model="models:/idx_mlp@challenger", data=data),
+    ):
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0 and len(lines) == 1, result.stderr
+        changed = f"its file {path} changed since it was registered as version 1 of 'idx_mlp'"
+        assert changed in lines[0]
+        assert swappable.get(result.run_id).info.status == "FAILED"
+    assert registry_bytes(swappable.client) == before
     gan = GANTrainConfig(epochs=1, max_batches=1, device="cpu")
     changed = f"its file {path} changed since"
-    with pytest.raises(RunLookupError, match=changed), mlflow.start_run():  # no fallback
-        train_dcgan(DCGANConfig(latent_dim=8, width=4), gan, prepared_store.ref.run_id, "")
+    with pytest.raises(RunLookupError, match=changed), mlflow.start_run():  # the champion CNN
+        train_dcgan(DCGANConfig(latent_dim=8, width=4), gan, data, "")
     with pytest.raises(RunLookupError, match=changed):
         load_model("models:/idx_cnn/1")
+    assert not (swappable.folder / MARKER).exists(), "the swapped model's code was imported"
 
 
 def test_a_version_is_fetched_checked_to_serve_and_a_swapped_one_is_not(swappable, tmp_path):
