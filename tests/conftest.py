@@ -36,14 +36,23 @@ def pytest_configure(config):
             os.environ.setdefault(variable, "1")
 
 
-# The files of the fast tier whose tests take longest (--durations), longest first. pytest-xdist
-# hands whole files to the workers in the order collected; one of these started last would keep
-# its worker busy while the other idles (on 2 cores, 10 s of `make check`).
+# The files whose tests take longest (--durations), longest first: those of the slow tier by
+# their time in `make test`, then those of the fast tier by theirs in `make check`. pytest-xdist
+# hands whole files to the workers in the order collected; one of these started last would
+# keep its worker busy while the other idles.
 LONGEST_FIRST = (
+    "test_benchmarks.py",
+    "test_faults.py",
+    "test_load.py",
+    "test_run_anywhere.py",
+    "test_pipeline.py",
+    "test_accuracy.py",
+    "test_databricks.py",
+    "test_server_security.py",
+    "test_spark.py",
     "test_registry.py",
     "test_bad_input.py",
     "test_tune.py",
-    "test_load.py",
     "test_dcgan_job.py",
     "test_safe_models.py",
     "test_jobs.py",
