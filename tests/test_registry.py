@@ -246,3 +246,11 @@ def test_decide_follows_the_metric_direction():
     assert not decide(ACCURACY, 0.904, 0.90, 0.005).promote
     assert decide(FID, 20.0, 30.0, 5.0).promote  # lower FID is better
     assert not decide(FID, 30.0, 20.0, 0.0).promote
+
+
+@pytest.mark.parametrize("metric", [ACCURACY, FID])
+def test_a_tie_keeps_the_champion(metric):
+    """'version 2 promoted: test_accuracy 0.8914 beats 0.8914 by 0.0000' was a tie promoted."""
+    tie = decide(metric, 0.8914, 0.8914, 0.0)
+    assert not tie.promote and "a tie keeps the champion" in tie.reason
+    assert not decide(metric, 0.8914, 0.8914, 0.001).promote

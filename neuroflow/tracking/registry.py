@@ -130,9 +130,10 @@ class Decision:
 
 
 def decide(metric: Metric, candidate: float, champion: float | None, min_delta: float) -> Decision:
-    """Promote when there is no champion, or the candidate beats it by at least min_delta: the
-    gate is MLflow's model validation, a MetricThreshold checked by
-    mlflow.validate_evaluation_results."""
+    """Promote when there is no champion, or the candidate beats it strictly, and by at least
+    min_delta: the gate is MLflow's model validation, a MetricThreshold checked by
+    mlflow.validate_evaluation_results. A tie keeps the champion, so a rerun of an older
+    configuration that scores the same cannot move `champion` back."""
     from mlflow.models import EvaluationResult, MetricThreshold
     from mlflow.models.evaluation.validation import ModelValidationFailedException
 
@@ -146,6 +147,12 @@ def decide(metric: Metric, candidate: float, champion: float | None, min_delta: 
         else MetricThreshold(threshold=champion, greater_is_better=better)
     )
     gain = metric.gain(candidate, champion)
+    if gain <= 0:
+        return Decision(
+            False,
+            f"{metric.name} {candidate:.4f} does not beat the champion's {champion:.4f} "
+            f"(gain {gain:.4f}); a tie keeps the champion",
+        )
     try:
         mlflow.validate_evaluation_results(
             {metric.name: gate},
