@@ -96,10 +96,11 @@ class Pipeline:
             return
         champion = alias_version(self.client, row.model, CHAMPION)
         now = str(champion.version) if champion else ""
-        if f"register:{registered.info.run_id}" in self.reused and champion is not None:
-            if int(row.version) < int(champion.version):  # an older configuration, rerun
-                row.decision = f"kept champion v{now}: v{row.version} is older and was reused"
-                return
+        reused = f"register:{registered.info.run_id}" in self.reused
+        if reused and champion is not None and int(row.version) < int(champion.version):
+            # an older configuration run again: its version never takes `champion` back
+            row.decision = f"kept champion v{now}: v{row.version} is older and was reused"
+            return
         promoted = self.step(
             "promote",
             {"model_name": row.model, "candidate": row.version},

@@ -21,7 +21,15 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, RunStatus
 
 from neuroflow.errors import RunLookupError
-from neuroflow.tracking.runs import STEP_TAG, download, experiment_id, find_runs, get_run, normalise
+from neuroflow.tracking.runs import (
+    STEP_TAG,
+    download,
+    experiment_id,
+    find_runs,
+    get_run,
+    normalise,
+    resolve_data,
+)
 from neuroflow.training import checkpoint
 
 FOLDER, FILE = "checkpoints", "last.pt"
@@ -94,16 +102,22 @@ class Uploader:
 
 
 def find_start(request: Resume, step: str, params: dict[str, str]) -> Start | None:
-    """The checkpoint to start from, or None to train from scratch."""
+    """The checkpoint to start from, or None to train from scratch. resume=true looks for a
+    run on the data params["data"] resolves to now (its digest), not on the same text: after
+    `data=latest` has moved to other data, a run on the old data is not resumed."""
     if not (request.run_id or request.newest):
         return None
     wanted = {key: normalise(value) for key, value in params.items() if key not in MAY_DIFFER}
     if request.run_id:
         run = resumable(request.run_id, step, wanted)
     else:
-        run = newest_resumable(step, wanted)
-        if run is None:
-            print(f"{step}: no FAILED or KILLED run with these parameters; training from scratch")
+        data = resolve_data(wanted.pop("data"), experiment_id())
+        run = data and newest_resumable(step, {**wanted, "data_digest": normalise(data.digest)})
+        if not run:
+            print(
+                f"{step}: no FAILED or KILLED run with these parameters and data; training "
+                "from scratch"
+            )
             return None
     run_id = run.info.run_id
     source = f"runs:/{run_id}/{FOLDER}/{FILE}"
@@ -145,6 +159,7 @@ def resumable(run_id: str, step: str, wanted: dict[str, str]):
 
 
 def newest_resumable(step: str, wanted: dict[str, str]):
+    """The newest FAILED or KILLED run of `step` whose params hold `wanted`, with a checkpoint."""
     for run in find_runs(experiment_id(), f"tags.{STEP_TAG} = '{step}'"):
         if run.info.status not in RESUMABLE:
             continue
