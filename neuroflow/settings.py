@@ -368,7 +368,9 @@ class TuneConfig(Checked):
         "median", choices=PRUNERS, help="stop a trial whose val_loss trails the others'"
     )
     space: str = setting("", help="a JSON or YAML file of ranges; empty: the family's default")
-    study: str = setting("", help="the study's name; empty: tune-<family>")
+    study: str = setting(
+        "", help="the study's name; empty: tune-<family>-<data digest>-<code digest>"
+    )
     storage: str = setting(
         "",
         help="an SQL URL for the study (sqlite:///..., postgresql://...); empty: kept with the run",

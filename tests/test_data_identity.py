@@ -4,13 +4,17 @@ resume and ties), and asserts the right outcome."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from neuroflow.errors import NeuroflowError
 from neuroflow.jobs.preprocess import preprocess
 from neuroflow.jobs.train_classifier import train_classifier
-from neuroflow.settings import MLPConfig, PrepareConfig, TrainConfig
+from neuroflow.jobs.tune import tune
+from neuroflow.settings import MLPConfig, PrepareConfig, TrainConfig, TuneConfig
 
 SMALL_MLP = MLPConfig(hidden=(16,))
 QUICK = TrainConfig(epochs=3, batch_size=64, max_batches=2, device="cpu")
@@ -49,3 +53,30 @@ def test_resume_with_data_latest_resumes_only_a_run_on_the_data_latest_names_now
     resumed = mlflow.get_run(resumed.info.run_id)
     assert resumed.data.tags["resumed_from"] == broken.info.run_id
     assert resumed.data.params["data_run_id"] == prepared.run_id
+
+
+def test_tune_on_other_data_searches_afresh_and_a_named_study_of_other_data_is_refused(prepared):
+    """The default study was tune-<family> for any data: a tune on MNIST resumed the digits'
+    study, ran no trials, and logged a digits-trained network with MNIST's lineage."""
+    config = TuneConfig(family="mlp", trials=2, epochs=1, pruner="none")
+
+    def run_tune(**overrides):
+        with mlflow.start_run() as run:
+            tune(dataclasses.replace(config, **overrides))
+        return mlflow.get_run(run.info.run_id)
+
+    on_idx = run_tune(data=prepared.run_id)
+    digits = prepare("digits")
+    on_digits = run_tune(data=digits.run_id)
+    assert on_digits.data.tags["study"] != on_idx.data.tags["study"]
+    assert "resumed_study_from" not in on_digits.data.tags
+    assert on_digits.data.metrics["trials_complete"] == 2  # it searched, on the digits
+
+    named = run_tune(data=prepared.run_id, study="team")
+    with pytest.raises(
+        NeuroflowError,
+        match=f"study 'team' holds trials trained on data digest "
+        f"{prepared.digest}; this tune's data has digest {digits.digest}",
+    ):
+        run_tune(data=digits.run_id, study="team")
+    assert named.data.tags["study"] == "team"

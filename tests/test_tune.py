@@ -127,7 +127,9 @@ def test_two_workers_share_one_study_and_run_every_trial_once(
     run = run_tune(prepared.run_id, small_space, trials=4, workers=2, storage=storage)
     import optuna
 
-    study = optuna.load_study(study_name="tune-mlp", storage=with_driver(storage))
+    name = run.data.tags["study"]
+    assert name.startswith(f"tune-mlp-{prepared.digest[:12]}-")  # family, data, code
+    study = optuna.load_study(study_name=name, storage=with_driver(storage))
     numbers = sorted(t.number for t in study.trials)
     assert len(numbers) >= 4 and numbers == list(range(len(numbers)))  # none lost
     assert all(t.state.is_finished() for t in study.trials)
@@ -165,7 +167,7 @@ def test_main_with_tune_trials_tunes_each_classifier_and_trains_the_dcgan(tracki
         5,
         2,
     )
-    assert params["study"].startswith("cnn-") and params["study"].endswith(data[:12])
+    assert "study" not in params  # tune names it by family, data digest and code digest
     assert (dcgan, mlp) == ("train_dcgan", "train_mlp")
 
 

@@ -72,15 +72,14 @@ class Pipeline:
 
     def train(self, family: str, data_run: str, evaluator: str | None = None):
         """The run whose model `family` registers: a training run, or with tune_trials a tune
-        run, whose study is this code's on this data (so another code tunes afresh)."""
+        run, whose default study is this code's on this data (so another code tunes afresh)."""
         params = {"data": data_run}
         if self.config.epochs:
             params["epochs"] = self.config.epochs
         if evaluator is not None:
             params["evaluator"] = evaluator
         if self.config.tune_trials and family in CLASSIFIERS:
-            study = f"{family}-{self.code_digest[:12]}-{data_run[:12]}"
-            tune = {"family": family, "trials": self.config.tune_trials, "study": study}
+            tune = {"family": family, "trials": self.config.tune_trials}
             return self.step("tune", {**params, **tune})
         return self.step(f"train_{family}", params)
 

@@ -55,15 +55,16 @@ def tune(config: TuneConfig) -> str:
     mlflow.set_tags({STEP_TAG: "tune", FAMILY_TAG: config.family, **provenance_tags()})
     log_params_once(params_of(config))
     space = search.load_space(config.family, config.space)
-    name = study_name(config)
-    mlflow.set_tag("study", name)
     ref = resolve_data(config.data, experiment_id()) or preprocess_nested()
     with tempfile.TemporaryDirectory() as tmp:
         prepared = load_prepared(Path(download(ref.uri, tmp)))
+        name = config.study or default_study(config.family, prepared.digest)
+        mlflow.set_tag("study", name)
         kept = None if config.storage else Path(tmp) / STUDY_FILE
         copied = kept is not None and fetch_study(name, kept)
         url = config.storage or f"sqlite:///{kept}"
         study = open_study(name, url, search.sampler(config), search.pruner(config), config.storage)
+        claim_for_data(study, prepared.digest)
         fail_killed_trials(study, copied)
         mlflow.log_params({"data_uri": ref.uri, "data_run_id": ref.run_id})
         mlflow.log_param("data_digest", prepared.digest)
@@ -75,7 +76,9 @@ def tune(config: TuneConfig) -> str:
         }
         parent = mlflow.active_run().info.run_id
         share_cores(config.workers)
-        others = [start_worker(config, parent, ref.uri, url, i) for i in range(1, config.workers)]
+        others = [
+            start_worker(config, parent, ref.uri, url, name, i) for i in range(1, config.workers)
+        ]
         keep = (lambda *_: keep_study(kept, parent)) if kept else None
         trial = Trial(config, space, prepared, splits, device, parent, on_start=keep)
         search_study(study, trial, config, after_each=keep)
@@ -110,7 +113,9 @@ def search_study(study, trial, config: TuneConfig, after_each=None) -> None:
         ) from None
 
 
-def start_worker(config: TuneConfig, parent: str, data_uri: str, storage: str, index: int):
+def start_worker(
+    config: TuneConfig, parent: str, data_uri: str, storage: str, study: str, index: int
+):
     """Worker `index`: another process drawing trials from the same study, logging them
     under the tune run `parent` (python -m neuroflow.jobs.tune, below)."""
     args = json.dumps(
@@ -119,6 +124,7 @@ def start_worker(config: TuneConfig, parent: str, data_uri: str, storage: str, i
             "parent": parent,
             "data": data_uri,
             "storage": storage,
+            "study": study,
             "index": index,
         }
     )
@@ -141,13 +147,34 @@ def worker(args: dict) -> None:
         s: to_device(prepared.images[s], prepared.labels[s], device) for s in ("train", "val")
     }
     study = open_study(
-        study_name(config), args["storage"], search.sampler(config), search.pruner(config)
+        args["study"], args["storage"], search.sampler(config), search.pruner(config)
     )
     search_study(study, Trial(config, space, prepared, splits, device, args["parent"]), config)
 
 
-def study_name(config: TuneConfig) -> str:
-    return config.study or f"tune-{config.family}"
+def default_study(family: str, data_digest: str) -> str:
+    """tune-<family>-<data digest>-<code digest>: a tune on other data, or by other code,
+    searches afresh instead of going on with a study whose trials trained on something else."""
+    from neuroflow.tracking.lineage import PROJECT_ROOT, code_digest
+
+    return f"tune-{family}-{data_digest[:12]}-{code_digest(PROJECT_ROOT)[:12]}"
+
+
+DATA_ATTR = "data_digest"  # the digest of the data a study's trials trained on
+
+
+def claim_for_data(study, data_digest: str) -> None:
+    """Mark a new study with the data its trials train on; refuse to go on with a study whose
+    trials trained on other data, as its best trial would be a network of that data logged
+    with this data's lineage."""
+    held = study.user_attrs.get(DATA_ATTR)
+    if held is None:
+        study.set_user_attr(DATA_ATTR, data_digest)
+    elif held != data_digest:
+        raise NeuroflowError(
+            f"study {study.study_name!r} holds trials trained on data digest {held}; this tune's "
+            f"data has digest {data_digest}: expected the same data, or another study name"
+        )
 
 
 def share_cores(workers: int) -> None:
