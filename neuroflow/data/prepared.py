@@ -57,10 +57,10 @@ class Prepared:
         return self.meta["normalization"]["std"]
 
 
-def prepare(source: Source, out_dir: Path, config: PrepareConfig) -> dict:
+def prepare(source: Source, out_dir: Path, config: PrepareConfig, fingerprint: str = "") -> dict:
     """Split `source`, bring it to image_size (the digits framed as MNIST's, unless
     mnist_framing is off; see neuroflow.data.framing), write the prepared folder; return its
-    metadata."""
+    metadata, which records the source's `fingerprint` (neuroflow.data.fingerprint)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     pool = [p for p in source.parts if not p.official_test]
     official_test = [p for p in source.parts if p.official_test]
@@ -84,6 +84,7 @@ def prepare(source: Source, out_dir: Path, config: PrepareConfig) -> dict:
         "format": FORMAT,
         "dataset": source.name,
         "source": source.uri,
+        "source_fingerprint": fingerprint,
         "classes": source.classes,
         "image_shape": [size, size],
         "native_shape": list(source.native_shape),

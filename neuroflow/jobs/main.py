@@ -13,6 +13,8 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import ExecutionException, MlflowException
 
+from neuroflow.data.fingerprint import TAG as FINGERPRINT_TAG
+from neuroflow.data.fingerprint import fingerprint
 from neuroflow.errors import NeuroflowError
 from neuroflow.families import CLASSIFIERS, PRIMARY_METRIC
 from neuroflow.settings import PipelineConfig
@@ -70,9 +72,25 @@ class Pipeline:
             raise NeuroflowError(f"step {entry_point} failed: {error}") from None
         return self.client.get_run(submitted.run_id)
 
-    def train(self, family: str, data_run: str, evaluator: str | None = None):
+    def prepare(self):
+        """The preprocess run: reused only when the source's fingerprint (its files' content)
+        is the one that run recorded, so changed images re-run it and every step after it."""
+        config = self.config
+        now = fingerprint(config.dataset, config.data_dir)
+        return self.step(
+            "preprocess",
+            {"dataset": config.dataset, "data_dir": config.data_dir},
+            still_valid=lambda run: now is not None and run.data.tags.get(FINGERPRINT_TAG) == now,
+        )
+
+    def train(self, family: str, data_run: str, evaluator: str | None = None, data_digest=""):
         """The run whose model `family` registers: a training run, or with tune_trials a tune
-        run, whose default study is this code's on this data (so another code tunes afresh)."""
+        run, whose default study is this code's on this data (so another code tunes afresh).
+        A run is reused only if it trained on data of `data_digest`, when given."""
+
+        def same_data(run) -> bool:
+            return not data_digest or run.data.params.get("data_digest") == data_digest
+
         params = {"data": data_run}
         if self.config.epochs:
             params["epochs"] = self.config.epochs
@@ -80,8 +98,8 @@ class Pipeline:
             params["evaluator"] = evaluator
         if self.config.tune_trials and family in CLASSIFIERS:
             tune = {"family": family, "trials": self.config.tune_trials}
-            return self.step("tune", {**params, **tune})
-        return self.step(f"train_{family}", params)
+            return self.step("tune", {**params, **tune}, same_data)
+        return self.step(f"train_{family}", params, same_data)
 
     def register_and_promote(self, family: str, train_run, row: Row) -> None:
         registered = self.step(
@@ -122,16 +140,17 @@ def run_pipeline(config: PipelineConfig) -> list[Row]:
     mlflow.set_tags({STEP_TAG: "main", **provenance_tags()})
     log_params_once(params_of(config))
     pipeline = Pipeline(config)
-    prepared = pipeline.step("preprocess", {"dataset": config.dataset, "data_dir": config.data_dir})
-    data_run = prepared.info.run_id
+    prepared = pipeline.prepare()
+    data_run, digest = prepared.info.run_id, prepared.data.tags["data_digest"]
     rows = {family: Row(family) for family in config.models}
     trained = {}
     for family in [f for f in CLASSIFIERS if f in rows]:
-        trained[family] = pipeline.train(family, data_run)
+        trained[family] = pipeline.train(family, data_run, data_digest=digest)
     for family, run in trained.items():
         pipeline.register_and_promote(family, run, rows[family])
     if "dcgan" in rows:
-        trained["dcgan"] = pipeline.train("dcgan", data_run, _evaluator(pipeline, rows, trained))
+        judge = _evaluator(pipeline, rows, trained)
+        trained["dcgan"] = pipeline.train("dcgan", data_run, judge, data_digest=digest)
         pipeline.register_and_promote("dcgan", trained["dcgan"], rows["dcgan"])
     for family, run in trained.items():
         metric = PRIMARY_METRIC[family].name

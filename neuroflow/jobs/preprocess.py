@@ -7,6 +7,8 @@ from pathlib import Path
 
 import mlflow
 
+from neuroflow.data.fingerprint import TAG as FINGERPRINT_TAG
+from neuroflow.data.fingerprint import fingerprint
 from neuroflow.data.prepared import load_prepared, prepare
 from neuroflow.data.sources import load_source
 from neuroflow.settings import PrepareConfig
@@ -21,10 +23,13 @@ def preprocess(config: PrepareConfig) -> DataRef:
     mlflow.set_tags({STEP_TAG: "preprocess", "dataset": config.dataset, **provenance_tags()})
     log_params_once(params_of(config))
     source = load_source(config.dataset, config.data_dir)
+    # after the source is open, so a download is part of it; the step cache compares it
+    source_fingerprint = fingerprint(config.dataset, config.data_dir)
+    mlflow.set_tag(FINGERPRINT_TAG, source_fingerprint)
     uri = f"runs:/{run_id}/{PREPARED}"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / PREPARED
-        meta = prepare(source, folder, config)
+        meta = prepare(source, folder, config, source_fingerprint)
         mlflow.log_artifacts(str(folder), PREPARED)
         log_splits(load_prepared(folder, mmap=True), uri)
     counts = {f"{split}_count": info["count"] for split, info in meta["splits"].items()}
