@@ -264,7 +264,13 @@ class RegisterConfig(Checked):
     family: str = setting(
         "", choices=("", *FAMILIES), help="the run's family; needed when run_id is empty"
     )
-    model_name: str = setting("", help="default <dataset>_<family>")
+    data: str = setting(
+        "",
+        check=lambda value: value and check_data_value(value),
+        help="without run_id, choose among runs on this data (preprocess run id, "
+        "runs:/<run id>/prepared or latest); empty: the data of the family's newest run",
+    )
+    model_name: str = setting("", help="default <dataset>_<family>, e.g. mnist_t10k_cnn")
     metric: str = setting(
         "",
         choices=METRIC_NAMES,
@@ -289,6 +295,15 @@ class PromoteConfig(Checked):
     metric: str = setting("", choices=METRIC_NAMES, help="empty: the family's primary metric")
     dry_run: bool = setting(False, help="decide and log, but move no alias")
     stage: str = setting("", help="also move the deprecated registry stage (e.g. Production)")
+    # the digits' default test split holds about 360 images; fewer than 100 decide by noise
+    min_unseen: int = setting(
+        100, low=1, help="the fewest test images neither version trained or validated on"
+    )
+    dataset_changed: bool = setting(
+        False,
+        help="compare with a champion trained on another dataset or class set, on the "
+        "candidate's test images: the dataset changed on purpose",
+    )
 
 
 # --- main -----------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """promote: re-score a candidate version and the champion, and promote the better.
 
-Both are scored with the same code on the candidate's test split: test accuracy for classifiers,
-FID under one evaluator for the DCGAN. `champion` moves when there is none or the candidate wins
+Both are scored with the same code: classifiers by accuracy on the test images of both
+versions' data that neither trained or validated on (at least min_unseen of them), the DCGAN by
+FID under one evaluator. Versions trained on other datasets or classes are not compared unless
+dataset_changed says so. `champion` moves when there is none or the candidate wins
 by at least min_delta; otherwise the candidate is tagged rejected and the step still exits 0.
 Produces comparison.json (both scores, the decision and why) and tags on the run and version.
 """
@@ -23,6 +25,8 @@ def promote(config: PromoteConfig):
             config.metric,
             config.dry_run,
             config.stage,
+            min_unseen=config.min_unseen,
+            dataset_changed=config.dataset_changed,
         )
 
 

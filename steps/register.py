@@ -1,6 +1,7 @@
 """register: register a training run's model and point the `challenger` alias at it.
 
-Produces a model version of `model_name` (default <dataset>_<family>, e.g. digits_cnn) tagged
+Produces a model version of `model_name` (default <dataset>_<family>, e.g. digits_cnn, or for
+an IDX folder its name: mnist_t10k_cnn) tagged
 with family, dataset, data digest, data_run_id, source_run, git commit and its primary metric,
 with a short description. Registering the same run again returns its existing version.
 """
@@ -26,6 +27,7 @@ def register(config: RegisterConfig):
             config.metric,
             config.catalog,
             config.schema,
+            config.data,
         )
 
 

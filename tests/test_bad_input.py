@@ -266,7 +266,7 @@ ROWS = [
         "run {failed_run} is a FAILED train_mlp run",
         "expected a FINISHED training run with a model",
     ),
-    row("register", {"family": "cnn"}, "has no FINISHED cnn run with test_accuracy"),
+    row("register", {"family": "cnn"}, "has no FINISHED cnn run with a model"),
     row(
         "register",
         {"run_id": "{truncated_run}"},

@@ -21,7 +21,9 @@ SMALL_CNN = CNNConfig(channels=(8, 16), hidden=32)
 SMALL_MLP = MLPConfig(hidden=(32,))
 SMALL = {"cnn": SMALL_CNN, "mlp": SMALL_MLP, "rnn": RNNConfig(cell="gru", hidden_size=16)}
 SPLIT_FILES = {
-    f"prepared/{s}-{kind}.npy" for s in ("train", "val", "test") for kind in ("images", "labels")
+    f"prepared/{s}-{kind}.npy"
+    for s in ("train", "val", "test")
+    for kind in ("images", "labels", "hashes")
 }
 
 

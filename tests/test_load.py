@@ -91,10 +91,12 @@ def overlapped(client: MlflowClient, run_ids: list[str]) -> bool:
 
 def serial_promotions(scores: dict[str, float], order, min_delta: float) -> list[str]:
     """The versions promoted, in turn, when `order` is promoted one by one by the rule of
-    neuroflow.tracking.registry.decide for a higher-is-better metric; the last is champion."""
+    neuroflow.tracking.registry.decide for a higher-is-better metric (strictly better, by at
+    least min_delta); the last is champion."""
     promoted: list[str] = []
     for version in order:
-        if not promoted or scores[version] - scores[promoted[-1]] >= min_delta:
+        gain = scores[version] - scores[promoted[-1]] if promoted else 1.0
+        if gain > 0 and gain >= min_delta:
             promoted.append(version)
     return promoted
 
@@ -189,7 +191,9 @@ def test_concurrent_registers_and_promotes_serialise(remote, trained):
 class FakeScorer:
     """Stands in for promote's Scorer: a version's score comes from SCORES."""
 
-    def __init__(self, candidate, metric):
+    count = None  # no images: the scores are given
+
+    def __init__(self, candidate, champion, metric, fairness, load):
         pass
 
     def __call__(self, version) -> float:

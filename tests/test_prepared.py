@@ -16,7 +16,8 @@ from neuroflow.data.sources import DIGIT_CLASSES, Part, Source, load_source
 from neuroflow.errors import DataError
 from neuroflow.settings import PrepareConfig
 
-FILES = {f"{s}-{kind}.npy" for s in SPLITS for kind in ("images", "labels")} | {"metadata.json"}
+KINDS = ("images", "labels", "hashes")
+FILES = {f"{s}-{kind}.npy" for s in SPLITS for kind in KINDS} | {"metadata.json"}
 
 
 def _source(count: int = 200, official_test: int = 0) -> Source:
@@ -49,6 +50,9 @@ def test_writes_files_and_metadata(tmp_path: Path):
             "count": len(labels),
             "sha256": sha256,
             "digest": sha256[:16],
+            "hashes_sha256": hashlib.sha256(
+                (tmp_path / f"{split}-hashes.npy").read_bytes()
+            ).hexdigest(),
             "class_counts": np.bincount(labels, minlength=10).tolist(),
         }
 
@@ -144,3 +148,31 @@ def test_real_mnist_t10k_counts(mnist_t10k: Path, tmp_path: Path):
     assert [meta["splits"][s]["count"] for s in SPLITS] == [7000, 1000, 2000]
     assert meta["image_shape"] == [28, 28]
     assert not meta["official_test"]
+
+
+def test_each_image_keeps_a_hash_of_its_source_pixels_whatever_its_split(tmp_path: Path):
+    from neuroflow.data.prepared import image_hashes
+
+    source = _source()
+    prepare(source, tmp_path / "one", _config(seed=0))
+    prepare(source, tmp_path / "other", _config(seed=1))
+    one, other = load_prepared(tmp_path / "one"), load_prepared(tmp_path / "other")
+    every = image_hashes(source.parts[0].images)
+    for prepared in (one, other):  # the same images, split otherwise
+        held = np.concatenate([prepared.hashes[s] for s in SPLITS])
+        assert sorted(held.tolist()) == sorted(every.tolist())
+    assert set(one.hashes["test"].tolist()) != set(other.hashes["test"].tolist())
+
+
+def test_changed_hashes_are_refused_and_format_1_reads_without_them(tmp_path: Path):
+    prepare(_source(), tmp_path, _config())
+    hashes = np.load(tmp_path / "val-hashes.npy")
+    np.save(tmp_path / "val-hashes.npy", hashes[::-1])
+    with pytest.raises(DataError, match="val image hashes does not match its recorded sha256"):
+        load_prepared(tmp_path)
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    meta["format"] = 1
+    for split in SPLITS:
+        del meta["splits"][split]["hashes_sha256"]
+    (tmp_path / "metadata.json").write_text(json.dumps(meta))
+    assert load_prepared(tmp_path).hashes is None

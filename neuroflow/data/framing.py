@@ -6,9 +6,74 @@ at the centre of the frame. scikit-learn's 8x8 digits fill their frame edge to e
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 
 BOX = 20 / 28  # the share of the frame a digit's longer side takes in MNIST
+FRAMINGS = ("mnist", "none")
+
+
+@dataclass(frozen=True)
+class InputRule:
+    """How an image of any size becomes a model's input, the same for the images a model
+    trained on (preprocess), the images it scores (predict, arrays and picture files alike)
+    and those it is served: each model carries the rule of its data.
+
+    1. With invert_light_background, an image whose border is light on average (dark ink on
+       paper) is inverted, so ink is white on black as in MNIST.
+    2. An image at size x size is taken as it is. Any other is framed as MNIST's digits were
+       (framing "mnist": cropped to its ink, fitted to 20/28 of the frame, centred on its
+       centre of mass) or resized, antialiased bilinear (framing "none").
+    """
+
+    size: int
+    framing: str = "none"
+    invert_light_background: bool = False
+
+    @classmethod
+    def for_source(cls, dataset: str, size: int, mnist_framing: bool) -> InputRule:
+        """The digits are framed (unless mnist_framing is off); every other source, already
+        MNIST-like or not, is resized."""
+        framed = mnist_framing and dataset == "digits"
+        return cls(size, "mnist" if framed else "none", invert_light_background=framed)
+
+    @classmethod
+    def legacy(cls, size: int) -> InputRule:
+        """The rule of a model logged before models carried one: predict framed every picture
+        as a digit."""
+        return cls(size, "mnist", invert_light_background=True)
+
+    @classmethod
+    def from_dict(cls, value: dict | None, size: int) -> InputRule:
+        return cls(**value) if value else cls.legacy(size)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        """(N, H, W) pixels 0..255 -> (N, size, size). Images left as they are keep their
+        dtype; those the rule changes come back uint8."""
+        images = np.asarray(images)
+        if self.invert_light_background and len(images):
+            light = _border_mean(images) > 127
+            if light.any():
+                images = images.astype(np.float32 if images.dtype != np.uint8 else np.uint8)
+                images[light] = 255 - images[light]
+        if images.shape[1:] == (self.size, self.size):
+            return images
+        pixels = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+        if self.framing == "mnist":
+            return frame_like_mnist(pixels, self.size)
+        return resize(pixels, self.size)
+
+
+def _border_mean(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) -> (N,): the mean of each image's outermost pixels."""
+    border = np.concatenate(
+        [images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1
+    )
+    return border.astype(np.float64).mean(axis=1)
 
 
 def frame_like_mnist(images: np.ndarray, size: int) -> np.ndarray:
@@ -45,3 +110,17 @@ def centred(digit: np.ndarray, size: int) -> tuple[int, int]:
     top = int(np.clip(round(middle - row), 0, size - digit.shape[0]))
     left = int(np.clip(round(middle - col), 0, size - digit.shape[1]))
     return top, left
+
+
+def resize(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W) uint8 -> (N, size, size) uint8, antialiased bilinear."""
+    if images.shape[1:] == (size, size):
+        return images
+    import torch
+    import torch.nn.functional as F
+
+    batch = torch.from_numpy(images).unsqueeze(1).float()  # (N, 1, H, W)
+    out = F.interpolate(
+        batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    return out.round_().clamp_(0, 255).to(torch.uint8).squeeze(1).numpy()

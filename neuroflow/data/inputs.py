@@ -1,8 +1,9 @@
 """Images to score, from wherever a user keeps them: a folder or archive of IDX files, a
 preprocess run (its test split), a .npy array of (N, H, W) pixels, or a folder of PNG/JPEG
 images of any size. Each is read a batch at a time (IDX files and arrays memory-mapped), so
-scoring a large set keeps memory flat. Every image comes out (H, W) uint8, white ink on black,
-at the model's size: PNG/JPEG images framed as preprocess frames the digits, others resized.
+scoring a large set keeps memory flat. Every image comes out at the model's size by the model's
+own input rule (neuroflow.data.framing.InputRule), the same for arrays and picture files: the
+same images give the same predictions whichever way they come.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from neuroflow.data import archives
+from neuroflow.data.framing import InputRule
 from neuroflow.errors import DataError
 
 PICTURES = (".png", ".jpg", ".jpeg")
@@ -34,23 +36,24 @@ class Inputs:
             yield start, self.read(start, min(start + size, self.count))
 
 
-def open_inputs(data: str, shape: tuple[int, int], download=None) -> Inputs:
-    """The images `data` names, at `shape`. `download(run_id)` gives a preprocess run's
-    prepared folder (a run id is tried only when `data` is not a path)."""
+def open_inputs(data: str, rule: InputRule, download=None) -> Inputs:
+    """The images `data` names, brought to a model's input by its `rule`. `download(run_id)`
+    gives a preprocess run's prepared folder (a run id is tried only when `data` is not a
+    path), whose images the same rule has prepared already."""
     path = Path(data).expanduser()
     if not path.exists():
         if download is not None and _is_run_id(data):
-            return _prepared(download(data), data, shape)
+            return _prepared(download(data), data, rule)
         raise DataError(
             f"data {data!r} does not exist; expected a folder or archive of IDX files, a "
             "preprocess run id, a .npy file or a folder of PNG/JPEG images"
         )
     if path.suffix == ".npy":
-        return _array(path, shape)
+        return _array(path, rule)
     if path.is_dir() and _pictures(path):
-        return _pictures_folder(path, shape)
+        return _pictures_folder(path, rule)
     if path.is_dir() or archives.is_archive(path):
-        return _idx(path, shape)
+        return _idx(path, rule)
     raise DataError(
         f"data {data!r} is a file that is neither a .npy array nor an archive of IDX files"
     )
@@ -62,22 +65,11 @@ def _is_run_id(value: str) -> bool:
     return bool(RUN_ID.match(value))
 
 
-def _fit(images: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    from neuroflow.data.prepared import resize
-
-    images = np.asarray(images)
-    if images.shape[1:] == shape:
-        return images.astype(np.uint8, copy=False)
-    if shape[0] != shape[1]:
-        raise DataError(f"images of {images.shape[1:]} cannot be resized to {shape}")
-    return resize(np.clip(images, 0, 255).astype(np.uint8), shape[0])
-
-
 def _indices(prefix: str) -> Callable[[int, int], list[str]]:
     return lambda start, stop: [f"{prefix}{i}" for i in range(start, stop)]
 
 
-def _array(path: Path, shape) -> Inputs:
+def _array(path: Path, rule: InputRule) -> Inputs:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:
@@ -92,27 +84,32 @@ def _array(path: Path, shape) -> Inputs:
         path.stem,
         len(array),
         None,
-        lambda start, stop: _fit(array[start:stop], shape),
+        lambda start, stop: rule.apply(array[start:stop]),
         _indices(""),
     )
 
 
-def _prepared(folder: Path, run_id: str, shape) -> Inputs:
+def _prepared(folder: Path, run_id: str, rule: InputRule) -> Inputs:
     from neuroflow.data.prepared import load_prepared
 
     prepared = load_prepared(folder, mmap=True)
+    if InputRule.from_dict(prepared.input_rule, prepared.image_shape[0]) != rule:
+        raise DataError(
+            f"data {run_id} was prepared by the input rule {prepared.input_rule}; the model's "
+            f"is {rule.to_dict()}: expected data prepared as the model's training data was"
+        )
     images, labels = prepared.images["test"], np.asarray(prepared.labels["test"])
     return Inputs(
         f"runs:/{run_id}/prepared",
         f"{prepared.meta['dataset']}-test",
         len(images),
         labels,
-        lambda start, stop: _fit(images[start:stop], shape),
+        lambda start, stop: np.asarray(images[start:stop]),
         _indices("test/"),
     )
 
 
-def _idx(path: Path, shape) -> Inputs:
+def _idx(path: Path, rule: InputRule) -> Inputs:
     from neuroflow.data.sources import load_source
 
     source = load_source("idx", str(path))
@@ -126,7 +123,7 @@ def _idx(path: Path, shape) -> Inputs:
             low, high = max(start, begin), min(stop, end)
             if low < high:
                 blocks.append(part.images[low - begin : high - begin])
-        return _fit(np.concatenate(blocks), shape)
+        return rule.apply(np.concatenate(blocks))
 
     return Inputs(
         str(path.resolve()),
@@ -143,11 +140,11 @@ def _pictures(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in PICTURES and p.is_file())
 
 
-def _pictures_folder(folder: Path, shape) -> Inputs:
+def _pictures_folder(folder: Path, rule: InputRule) -> Inputs:
     files = _pictures(folder)
 
     def read(start: int, stop: int) -> np.ndarray:
-        return np.stack([_picture(f, shape) for f in files[start:stop]])
+        return np.stack([_picture(f, rule) for f in files[start:stop]])
 
     return Inputs(
         str(folder.resolve()),
@@ -159,22 +156,13 @@ def _pictures_folder(folder: Path, shape) -> Inputs:
     )
 
 
-def _picture(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """One PNG/JPEG as MNIST frames a digit: grey, white ink on black (a light background is
-    inverted), cropped to the ink, its longer side fitted to 20/28 of the frame, centred."""
+def _picture(path: Path, rule: InputRule) -> np.ndarray:
+    """One PNG/JPEG, in grey, brought to the model's input by its rule."""
     from PIL import Image, UnidentifiedImageError
-
-    from neuroflow.data.framing import frame_like_mnist
 
     try:
         with Image.open(path) as image:
-            pixels = np.asarray(image.convert("L"), dtype=np.float32)
+            pixels = np.asarray(image.convert("L"), dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise DataError(f"data {path}: cannot be read as an image ({error})") from None
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    if border.mean() > 127:  # dark ink on light paper
-        pixels = 255 - pixels
-    pixels[pixels < 0.2 * pixels.max()] = 0  # paper grain is not ink
-    if shape[0] != shape[1]:
-        raise DataError(f"{path}: images cannot be framed for a {shape} model")
-    return frame_like_mnist(pixels.round().astype(np.uint8)[None], shape[0])[0]
+    return rule.apply(pixels[None])[0]

@@ -3,9 +3,12 @@
     prepared/
         metadata.json            classes, image shape, normalisation, digests, source, params
         train-images.npy         (N, H, W) uint8      train-labels.npy  (N,) uint8
+        train-hashes.npy         (N,) uint64, a hash of each source image's pixels
         val-images.npy ...       test-images.npy ...
 
-A split's sha256 covers its two .npy files; its digest is the first 16 hex digits of that.
+A split's sha256 covers its images and labels; its digest is the first 16 hex digits of that.
+The per-image hashes (format 2) tell which images two prepared datasets share, whatever their
+seeds and splits: promote scores versions only on test images neither trained on.
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from neuroflow.data.framing import frame_like_mnist
+from neuroflow.data.framing import InputRule
 from neuroflow.data.sources import Part, Source
 from neuroflow.data.splits import stratified_split
 from neuroflow.errors import DataError
 from neuroflow.settings import PrepareConfig
 
 SPLITS = ("train", "val", "test")
-FORMAT = 1
+FORMAT = 2
+READABLE = (1, 2)  # format 1 has no per-image hashes
 METADATA = "metadata.json"
 _CHUNK = 4096  # images gathered, resized and written at a time
 
@@ -35,10 +39,16 @@ class Prepared:
     images: dict[str, np.ndarray]  # split -> (N, H, W) uint8
     labels: dict[str, np.ndarray]  # split -> (N,) uint8
     meta: dict
+    hashes: dict[str, np.ndarray] | None = None  # split -> (N,) uint64; None in format 1
 
     @property
     def digest(self) -> str:
         return self.meta["digest"]
+
+    @property
+    def title(self) -> str:
+        """Which dataset this is (neuroflow.data.sources.Source.title)."""
+        return self.meta.get("title", self.meta["dataset"])
 
     @property
     def classes(self) -> list[str]:
@@ -47,6 +57,11 @@ class Prepared:
     @property
     def image_shape(self) -> tuple[int, int]:
         return tuple(self.meta["image_shape"])
+
+    @property
+    def input_rule(self) -> dict:
+        """How each image was brought to the model's size (neuroflow.data.framing.InputRule)."""
+        return self.meta.get("input_rule") or InputRule.legacy(self.image_shape[0]).to_dict()
 
     @property
     def mean(self) -> float:
@@ -73,22 +88,23 @@ def prepare(source: Source, out_dir: Path, config: PrepareConfig, fingerprint: s
         indices["test"] = np.arange(sum(len(p.labels) for p in official_test))
 
     size, num_classes, splits = config.image_size, len(source.classes), {}
-    framed = config.mnist_framing and source.name == "digits"
-    shape = frame_like_mnist if framed else resize
+    rule = InputRule.for_source(source.name, size, config.mnist_framing)
     for split in SPLITS:
         parts = official_test if split == "test" and official_test else pool
         chosen = indices[split]
-        splits[split] = _write_split(out_dir, split, parts, chosen, shape, size, num_classes)
+        splits[split] = _write_split(out_dir, split, parts, chosen, rule, num_classes)
     mean, std = _pixel_stats(np.load(out_dir / "train-images.npy", mmap_mode="r"))
     meta = {
         "format": FORMAT,
         "dataset": source.name,
+        "title": source.title or source.name,
         "source": source.uri,
         "source_fingerprint": fingerprint,
         "classes": source.classes,
         "image_shape": [size, size],
         "native_shape": list(source.native_shape),
         "official_test": bool(official_test),
+        "input_rule": rule.to_dict(),
         "normalization": {"mean": mean, "std": std},
         "splits": splits,
         "digest": _combined_digest(splits),
@@ -107,40 +123,71 @@ def load_prepared(folder: Path, mmap: bool = False) -> Prepared:
         raise DataError(
             f"{folder}: not a prepared dataset (cannot read {METADATA}: {error})"
         ) from None
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in READABLE:
         raise DataError(f"{folder}: prepared format {meta.get('format')!r}, expected {FORMAT}")
-    images, labels = {}, {}
+    images, labels, hashes = {}, {}, {}
+    mode = "r" if mmap else None
     for split in SPLITS:
+        recorded = meta["splits"][split]
         files = [folder / f"{split}-images.npy", folder / f"{split}-labels.npy"]
-        try:
-            found = _sha256(files)
-        except OSError as error:
-            raise DataError(f"{folder}: missing split file ({error})") from None
-        if found != meta["splits"][split]["sha256"]:
-            raise DataError(f"{folder}: {split} split does not match its recorded sha256")
-        images[split], labels[split] = (np.load(f, mmap_mode="r" if mmap else None) for f in files)
-    return Prepared(images, labels, meta)
+        _check(files, recorded["sha256"], f"{folder}: {split} split")
+        images[split], labels[split] = (np.load(f, mmap_mode=mode) for f in files)
+        if "hashes_sha256" in recorded:
+            path = folder / f"{split}-hashes.npy"
+            _check([path], recorded["hashes_sha256"], f"{folder}: {split} image hashes")
+            hashes[split] = np.load(path)
+    return Prepared(images, labels, meta, hashes if len(hashes) == len(SPLITS) else None)
+
+
+def _check(files: list[Path], sha256: str, what: str) -> None:
+    try:
+        found = _sha256(files)
+    except OSError as error:
+        raise DataError(f"{what}: missing split file ({error})") from None
+    if found != sha256:
+        raise DataError(f"{what} does not match its recorded sha256")
 
 
 def _write_split(
-    out_dir: Path, split: str, parts: list[Part], indices, shape, size: int, num_classes: int
+    out_dir: Path, split: str, parts: list[Part], indices, rule: InputRule, num_classes: int
 ) -> dict:
-    """Write one split, each chunk of images brought to size x size by `shape`."""
+    """Write one split, each chunk of images brought to the rule's size by the rule."""
     images_path, labels_path = out_dir / f"{split}-images.npy", out_dir / f"{split}-labels.npy"
+    size = rule.size
     images = np.lib.format.open_memmap(images_path, "w+", np.uint8, (len(indices), size, size))
     labels = np.empty(len(indices), np.uint8)
+    hashes = np.empty(len(indices), np.uint64)
     start = 0
     for chunk_images, chunk_labels in _gather(parts, indices):
         stop = start + len(chunk_labels)
-        images[start:stop] = shape(chunk_images, size)
+        images[start:stop] = rule.apply(chunk_images)
         labels[start:stop] = chunk_labels
+        hashes[start:stop] = image_hashes(chunk_images)
         start = stop
     images.flush()
     del images
     np.save(labels_path, labels)
+    np.save(out_dir / f"{split}-hashes.npy", hashes)
     sha256 = _sha256([images_path, labels_path])
     counts = np.bincount(labels, minlength=num_classes).tolist()
-    return {"count": len(indices), "sha256": sha256, "digest": sha256[:16], "class_counts": counts}
+    return {
+        "count": len(indices),
+        "sha256": sha256,
+        "digest": sha256[:16],
+        "hashes_sha256": _sha256([out_dir / f"{split}-hashes.npy"]),
+        "class_counts": counts,
+    }
+
+
+def image_hashes(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) uint8 source images -> (N,) uint64: 8 bytes of BLAKE2b over each image's shape
+    and pixels. The same image has the same hash in any prepared dataset of the same source."""
+    out = np.empty(len(images), np.uint64)
+    for index, image in enumerate(images):
+        digest = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=8)
+        digest.update(str(image.shape).encode())
+        out[index] = int.from_bytes(digest.digest(), "little")
+    return out
 
 
 def _gather(parts: list[Part], indices: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -158,20 +205,6 @@ def _gather(parts: list[Part], indices: np.ndarray) -> Iterator[tuple[np.ndarray
             images[mask] = parts[part_id].images[local]
             labels[mask] = parts[part_id].labels[local]
         yield images, labels
-
-
-def resize(images: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W) uint8 -> (N, size, size) uint8, antialiased bilinear."""
-    if images.shape[1:] == (size, size):
-        return images
-    import torch
-    import torch.nn.functional as F
-
-    batch = torch.from_numpy(images).unsqueeze(1).float()  # (N, 1, H, W)
-    out = F.interpolate(
-        batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-    )
-    return out.round_().clamp_(0, 255).to(torch.uint8).squeeze(1).numpy()
 
 
 def _pixel_stats(images: np.ndarray) -> tuple[float, float]:

@@ -40,10 +40,13 @@ class Part:
 
 @dataclass
 class Source:
-    name: str
+    name: str  # the kind of source: digits, mnist, ..., idx
     uri: str  # where the images were read from, recorded as the dataset source
     parts: list[Part]
     classes: list[str]
+    # Which dataset it is: `name`, or for idx the folder's or the archive's name. Models are
+    # named after it, and promote compares only versions trained on the same one.
+    title: str = ""
     # An unpacked archive the parts are memory-mapped from; removed when the Source is.
     unpacked: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
@@ -65,8 +68,23 @@ def load_source(name: str, data_dir: str) -> Source:
     if name in TORCHVISION:
         return _torchvision(name, path)
     if name == "idx":
-        return _idx_archive(path) if archives.is_archive(path) else _idx_folder(path)
+        source = _idx_archive(path) if archives.is_archive(path) else _idx_folder(path)
+        source.title = dataset_title(name, str(path))
+        return source
     raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+
+
+def dataset_title(name: str, data_dir: str) -> str:
+    """Which dataset `name` at `data_dir` is: for idx, the name of its folder or archive
+    (without the archive's suffix), else `name` itself."""
+    if name != "idx":
+        return name
+    path = Path(data_dir).expanduser().resolve()
+    stem = path.name
+    for suffix in sorted(archives.SUFFIXES, key=len, reverse=True):
+        if stem.lower().endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
 
 
 def _digits() -> Source:
@@ -76,7 +94,7 @@ def _digits() -> Source:
     # 8x8 images with values 0..16 -> the 0..255 range every other source uses.
     images = np.rint(bunch.images * (255 / 16)).astype(np.uint8)
     part = Part(images, bunch.target.astype(np.uint8), "sklearn.datasets.load_digits")
-    return Source("digits", "sklearn.datasets.load_digits", [part], DIGIT_CLASSES)
+    return Source("digits", "sklearn.datasets.load_digits", [part], DIGIT_CLASSES, "digits")
 
 
 def _idx_folder(folder: Path, where: str = "") -> Source:
@@ -144,4 +162,4 @@ def _torchvision(name: str, root: Path) -> Source:
                 f"offline, place the IDX files there or use dataset=idx with data_dir"
             )
     source = _idx_folder(raw)
-    return Source(name, f"torchvision.datasets.{class_name}", source.parts, classes)
+    return Source(name, f"torchvision.datasets.{class_name}", source.parts, classes, name)

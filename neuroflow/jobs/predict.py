@@ -12,6 +12,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
+from neuroflow.data.framing import InputRule
 from neuroflow.data.inputs import Inputs, open_inputs
 from neuroflow.errors import NeuroflowError, RunLookupError
 from neuroflow.settings import PredictConfig
@@ -56,9 +57,9 @@ def predict(config: PredictConfig) -> dict[str, float]:
                 f"model {config.model} takes inputs of shape {shape}, so it is not a classifier; "
                 f"expected {EXPECTED}"
             )
-        inputs = open_inputs(
-            config.data, tuple(shape[1:]), lambda run_id: Path(prepared(run_id, tmp))
-        )
+        network = model.unwrap_python_model().network
+        rule = InputRule.from_dict(network.input_rule, shape[1])  # the model's, not the digits'
+        inputs = open_inputs(config.data, rule, lambda run_id: Path(prepared(run_id, tmp)))
         if inputs.count == 0:
             raise RunLookupError(f"data {config.data!r} holds no images; expected at least one")
         log_input(inputs)
@@ -78,7 +79,7 @@ def predict(config: PredictConfig) -> dict[str, float]:
     if inputs.labels is not None:
         labels = inputs.labels.astype(np.int64)
         metrics["accuracy"] = float((predicted == labels).mean())
-        classes = model.unwrap_python_model().network.classes
+        classes = network.classes
         matrix = plots.confusion_matrix(labels, predicted, len(classes))
         plots.log_confusion_matrix(matrix, classes)
         mlflow.log_dict({"classes": classes, "matrix": matrix.tolist()}, "confusion_matrix.json")

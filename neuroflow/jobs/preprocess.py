@@ -13,7 +13,14 @@ from neuroflow.data.prepared import load_prepared, prepare
 from neuroflow.data.sources import load_source
 from neuroflow.settings import PrepareConfig
 from neuroflow.tracking.lineage import log_splits, provenance_tags
-from neuroflow.tracking.runs import PREPARED, STEP_TAG, DataRef, log_params_once, params_of
+from neuroflow.tracking.runs import (
+    DATASET_TITLE,
+    PREPARED,
+    STEP_TAG,
+    DataRef,
+    log_params_once,
+    params_of,
+)
 
 
 def preprocess(config: PrepareConfig) -> DataRef:
@@ -34,7 +41,7 @@ def preprocess(config: PrepareConfig) -> DataRef:
         log_splits(load_prepared(folder, mmap=True), uri)
     counts = {f"{split}_count": info["count"] for split, info in meta["splits"].items()}
     mlflow.log_metrics(counts)
-    mlflow.set_tag("data_digest", meta["digest"])
+    mlflow.set_tags({"data_digest": meta["digest"], DATASET_TITLE: meta["title"]})
     return DataRef(run_id, uri, meta["digest"])
 
 

@@ -1,5 +1,6 @@
-"""promote: re-score challenger and champion with the same code on the same test split, and
-move `champion` when the challenger is better by at least min_delta."""
+"""promote: re-score challenger and champion with the same code on the same test images, those
+neither trained or validated on, and move `champion` when the challenger is strictly better, by
+at least min_delta."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import mlflow
 from mlflow import MlflowClient
 
 from neuroflow.data.prepared import Prepared, load_prepared
+from neuroflow.data.unseen import unseen_test
 from neuroflow.errors import RunLookupError
 from neuroflow.families import FID
+from neuroflow.settings import PromoteConfig
 from neuroflow.tracking.evaluation import evaluate_predictions
 from neuroflow.tracking.lineage import provenance_tags
 from neuroflow.tracking.models import load_model
@@ -43,6 +46,7 @@ class Outcome:
     champion_score: float | None
     decision: Decision
     dry_run: bool
+    test_images: int | None = None  # how many images both were scored on
 
     @property
     def champion_after(self) -> str | None:
@@ -51,10 +55,20 @@ class Outcome:
 
 
 def promote(
-    model_name: str, candidate: str, min_delta: float, metric: str, dry_run: bool, stage: str = ""
+    model_name: str,
+    candidate: str,
+    min_delta: float,
+    metric: str,
+    dry_run: bool,
+    stage: str = "",
+    *,
+    min_unseen: int = PromoteConfig.min_unseen,
+    dataset_changed: bool = False,
 ) -> Outcome:
     """In the active run: decide whether version `candidate` (a number or an alias) of
-    `model_name` replaces the champion, log the comparison, and act on it unless dry_run."""
+    `model_name` replaces the champion, log the comparison, and act on it unless dry_run. Both
+    are scored on at least `min_unseen` test images neither trained or validated on; a
+    champion trained on another dataset is refused unless `dataset_changed`."""
     mlflow.set_tags({STEP_TAG: "promote", **provenance_tags()})
     log_params_once(
         {
@@ -64,6 +78,8 @@ def promote(
             "metric": metric,
             "dry_run": str(dry_run).lower(),
             "stage": stage,
+            "min_unseen": min_unseen,
+            "dataset_changed": str(dataset_changed).lower(),
         }
     )
     model_name = full_model_name(model_name)  # Unity Catalog wants <catalog>.<schema>.<name>
@@ -72,7 +88,7 @@ def promote(
     client = MlflowClient()
     chosen = resolve_version(client, model_name, candidate)
     judged_by = family_metric(chosen, metric)
-    judge = Judge(chosen, judged_by, min_delta, dry_run)
+    judge = Judge(chosen, judged_by, min_delta, dry_run, Fairness(min_unseen, dataset_changed))
     holder = f"promote run {mlflow.active_run().info.run_id}"
     for _ in range(MAX_ROUNDS):
         champion = alias_version(client, model_name, CHAMPION)
@@ -101,19 +117,45 @@ def _number(version) -> str | None:
     return None if version is None else str(version.version)
 
 
+@dataclass(frozen=True)
+class Fairness:
+    """What makes a comparison fair: enough unseen test images, and one dataset."""
+
+    min_unseen: int
+    dataset_changed: bool
+
+
 class Judge:
-    """Decides whether `chosen` replaces a champion, scoring each version once."""
+    """Decides whether `chosen` replaces a champion. The images scored on depend on the
+    champion's data, so each champion gets a Scorer of its own; each version is scored once
+    against each."""
 
-    def __init__(self, chosen, metric, min_delta: float, dry_run: bool):
+    def __init__(self, chosen, metric, min_delta: float, dry_run: bool, fairness: Fairness):
         self.chosen, self.metric, self.min_delta, self.dry_run = chosen, metric, min_delta, dry_run
-        self.scorer: Scorer | None = None
-        self.scores: dict[str, float] = {}
+        self.fairness = fairness
+        self.data: dict[str, Prepared] = {}  # by data run id, each downloaded once
+        self.scorers: dict[str | None, Scorer] = {}
+        self.scores: dict[tuple[str, str | None], float] = {}
 
-    def score(self, version) -> float:
-        if version.version not in self.scores:
-            self.scorer = self.scorer or Scorer(self.chosen, self.metric)
-            self.scores[version.version] = self.scorer(version)
-        return self.scores[version.version]
+    def scorer(self, champion) -> Scorer:
+        key = _number(champion)
+        if key not in self.scorers:
+            self.scorers[key] = Scorer(self.chosen, champion, self.metric, self.fairness, self.load)
+        return self.scorers[key]
+
+    def load(self, version) -> Prepared:
+        data_run = version.tags.get("data_run_id", "")
+        if data_run not in self.data:
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(download(f"runs:/{data_run}/prepared", tmp))
+                self.data[data_run] = load_prepared(folder)
+        return self.data[data_run]
+
+    def score(self, version, champion) -> float:
+        key = (str(version.version), _number(champion))
+        if key not in self.scores:
+            self.scores[key] = self.scorer(champion)(version)
+        return self.scores[key]
 
     def __call__(self, champion) -> Outcome:
         chosen, name = self.chosen, self.metric.name
@@ -122,8 +164,8 @@ class Judge:
             score = float(chosen.tags.get(f"rescored_{name}", "nan"))
             decision = Decision(False, f"version {chosen.version} is already the champion")
             return Outcome(name, before, before, score, score, decision, self.dry_run)
-        candidate_score = self.score(chosen)
-        champion_score = self.score(champion) if champion is not None else None
+        candidate_score = self.score(chosen, champion)
+        champion_score = self.score(champion, champion) if champion is not None else None
         decision = decide(self.metric, candidate_score, champion_score, self.min_delta)
         return Outcome(
             name,
@@ -133,26 +175,47 @@ class Judge:
             champion_score,
             decision,
             self.dry_run,
+            self.scorer(champion).count,
         )
 
 
 class Scorer:
-    """Scores registered versions on the candidate's test split: a classifier by MLflow's
-    standard evaluation, in a nested run per version (its accuracy_score is the score), the
-    DCGAN by FID under the candidate's evaluator. torch is imported here, by the first
-    version to be scored: a promote that refuses its input or finds the candidate already
-    champion starts and ends without it."""
+    """Scores registered versions on the images a candidate and one champion are compared on:
+    a classifier by MLflow's standard evaluation on the test images of both versions' data
+    that neither trained or validated on (neuroflow.data.unseen), in a nested run per version
+    (its accuracy_score is the score); the DCGAN by FID on the candidate's test split, under
+    the candidate's evaluator. torch is imported here, by the first version to be scored: a
+    promote that refuses its input or finds the candidate already champion starts and ends
+    without it."""
 
-    def __init__(self, candidate, metric):
+    def __init__(self, candidate, champion, metric, fairness: Fairness, load):
         from neuroflow.training.classifier import to_device
         from neuroflow.training.device import resolve_device
 
         self.metric = metric
         self.device = resolve_device("auto")
-        data_run = candidate.tags.get("data_run_id", "")
-        with tempfile.TemporaryDirectory() as tmp:
-            self.data: Prepared = load_prepared(Path(download(f"runs:/{data_run}/prepared", tmp)))
-        self.test = to_device(self.data.images["test"], self.data.labels["test"], self.device)
+        self.data: Prepared = load(candidate)
+        held = load(champion) if champion is not None else None
+        same = held is None or same_dataset(self.data, held)
+        if not same and not fairness.dataset_changed:
+            raise RunLookupError(
+                f"{candidate.name} version {candidate.version} was trained on "
+                f"{describe(self.data)}, its champion version {champion.version} on "
+                f"{describe(held)}; expected the same dataset, or dataset_changed=true"
+            )
+        if metric is FID:
+            images, labels = self.data.images["test"], self.data.labels["test"]
+        else:
+            images, labels = unseen_test(self.data, held, pool_champion=same)
+            if held is not None and len(labels) < fairness.min_unseen:
+                raise RunLookupError(
+                    f"only {len(labels)} test images are unseen by both version "
+                    f"{candidate.version} and champion version {champion.version} (neither "
+                    f"trained nor validated on them); expected at least min_unseen="
+                    f"{fairness.min_unseen}"
+                )
+        self.count = len(labels)
+        self.test = to_device(images, labels, self.device)
         if metric is FID:
             from neuroflow.training.sample_quality import judge
 
@@ -189,6 +252,15 @@ class Scorer:
             f"evaluate version {version.version}",
         )
         return result.metrics["accuracy_score"]
+
+
+def same_dataset(one: Prepared, other: Prepared) -> bool:
+    """Whether two prepared datasets are of one dataset: its name and its classes."""
+    return (one.title, one.classes) == (other.title, other.classes)
+
+
+def describe(prepared: Prepared) -> str:
+    return f"dataset {prepared.title!r} ({len(prepared.classes)} classes)"
 
 
 def _apply(client: MlflowClient, version, outcome: Outcome, stage: str) -> None:
@@ -230,6 +302,8 @@ def _log(outcome: Outcome, model_name: str) -> None:
             "reason": outcome.decision.reason,
         }
     )
+    if outcome.test_images is not None:
+        mlflow.log_metric("test_images", outcome.test_images)
     mlflow.log_metric(f"candidate_{outcome.metric}", outcome.candidate_score)
     if outcome.champion_score is not None:
         mlflow.log_metric(f"champion_{outcome.metric}", outcome.champion_score)

@@ -18,20 +18,35 @@ from neuroflow.tracking.registry import (
     existing_version,
     full_model_name,
     is_unity_catalog,
+    newest_run,
     registry_lock,
     training_run,
 )
-from neuroflow.tracking.runs import FAMILY_TAG, STEP_TAG, get_run, log_params_once
+from neuroflow.tracking.runs import (
+    DATASET_TITLE,
+    FAMILY_TAG,
+    STEP_TAG,
+    get_run,
+    log_params_once,
+    resolve_data,
+)
 
 EXPECTED = "a model logged by this project's training"  # for one that is not
 
 
 def register(
-    run_id: str, family: str, model_name: str, metric: str, catalog: str = "", schema: str = ""
+    run_id: str,
+    family: str,
+    model_name: str,
+    metric: str,
+    catalog: str = "",
+    schema: str = "",
+    data: str = "",
 ):
     """In the active run: register the model of training run `run_id` (or, when empty, of the
-    best FINISHED `family` run of the experiment) and move `challenger` to it. Registering a
-    run again returns its existing version. Returns the ModelVersion."""
+    best FINISHED `family` run of the experiment on the same data: `data`'s, or else the data
+    of the family's newest run) and move `challenger` to it. Registering a run again returns
+    its existing version. Returns the ModelVersion."""
     active = mlflow.active_run()
     mlflow.set_tags({STEP_TAG: "register", **provenance_tags()})
     log_params_once(
@@ -40,6 +55,7 @@ def register(
             "family": family,
             "model_name": model_name,
             "metric": metric,
+            "data": data,
             "catalog": catalog,
             "schema": schema,
         }
@@ -50,9 +66,11 @@ def register(
         judged_by = _metric(family, metric)
     else:
         judged_by = _metric(family, metric)
-        run = training_run(best_run(family, judged_by, active.info.experiment_id).info.run_id)
+        experiment = active.info.experiment_id
+        digest = _data_digest(data, family, experiment)
+        run = training_run(best_run(family, judged_by, experiment, digest).info.run_id)
     data_run = get_run(run.data.params["data_run_id"])
-    dataset = data_run.data.params.get("dataset", "dataset")
+    dataset = data_run.data.tags.get(DATASET_TITLE) or data_run.data.params.get("dataset", "data")
     name = full_model_name(model_name or default_model_name(dataset, family), catalog, schema)
     model_uri = run.data.tags["model_uri"]
     # Before anything is registered: the model is ours, every file of it as training logged
@@ -98,6 +116,17 @@ def register(
     )
     print(f"{name} version {version.version} <- run {run.info.run_id} (alias {CHALLENGER})")
     return client.get_model_version(name, version.version)
+
+
+def _data_digest(data: str, family: str, experiment_id: str) -> str:
+    """The digest of the data to choose a run on: `data`'s, or the family's newest run's."""
+    if data:
+        ref = resolve_data(data, experiment_id)
+        if ref is None:
+            raise RunLookupError(f"data {data!r}: experiment {experiment_id} has no preprocess run")
+        return ref.digest
+    newest = newest_run(family, experiment_id)
+    return newest.data.params.get("data_digest", "")
 
 
 def _metric(family: str, name: str):

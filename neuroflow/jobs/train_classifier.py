@@ -14,7 +14,7 @@ import torch
 from neuroflow.data.prepared import load_prepared
 from neuroflow.errors import TrainingError
 from neuroflow.jobs.preprocess import preprocess_nested
-from neuroflow.models.build import build_classifier
+from neuroflow.models.build import build_classifier, for_data
 from neuroflow.settings import TrainConfig
 from neuroflow.tracking import plots
 from neuroflow.tracking.checkpoints import Resume, Uploader, find_start
@@ -87,9 +87,7 @@ def train_classifier(
         mlflow.log_param("augmented", config.augment)
 
     seed_everything(config.seed)
-    model = build_classifier(
-        family, model_config, prepared.image_shape, prepared.mean, prepared.std, prepared.classes
-    ).to(ranks.device)
+    model = build_classifier(family, model_config, **for_data(prepared)).to(ranks.device)
     splits = {
         s: to_device(prepared.images[s], prepared.labels[s], ranks.device) for s in prepared.images
     }

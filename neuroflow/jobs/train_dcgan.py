@@ -140,7 +140,7 @@ def load_evaluator(value: str, prepared: Prepared, ref: DataRef, config: GANTrai
     (a resumed run, and promote, score with it again)."""
     if value:
         return _loaded(pinned(value), prepared)
-    champion = f"models:/{default_model_name(prepared.meta['dataset'], 'cnn')}@{CHAMPION}"
+    champion = f"models:/{default_model_name(prepared.title, 'cnn')}@{CHAMPION}"
     try:
         uri = pinned(champion)
     except RunLookupError:  # none yet
@@ -183,5 +183,13 @@ def _checked(model, uri: str, prepared: Prepared) -> ImageClassifier:
         raise RunLookupError(
             f"evaluator {uri} takes {shape} images of {classes} classes; the data has "
             f"{prepared.image_shape} images of {len(prepared.classes)} classes"
+        )
+    if (model.dataset, model.classes) != (prepared.title, prepared.classes):
+        trained_on = (
+            f"dataset {model.dataset!r}" if model.dataset else "a dataset it does not record"
+        )
+        raise RunLookupError(
+            f"evaluator {uri} was trained on {trained_on}; the data is dataset "
+            f"{prepared.title!r}: expected a classifier trained on the same dataset and classes"
         )
     return model

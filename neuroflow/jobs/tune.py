@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from neuroflow.data.prepared import load_prepared
 from neuroflow.errors import NeuroflowError
 from neuroflow.jobs.preprocess import preprocess_nested
-from neuroflow.models.build import build_classifier
+from neuroflow.models.build import build_classifier, for_data
 from neuroflow.settings import TuneConfig
 from neuroflow.tracking.evaluation import log_test_results
 from neuroflow.tracking.lineage import log_splits, provenance_tags
@@ -206,14 +206,7 @@ class Trial:
             mlflow.set_tags({"trial": str(trial.number), "pruned": "false"})
             mlflow.log_params({k: str(v) for k, v in trial.params.items()})
             seed_everything(training.seed)
-            model = build_classifier(
-                family,
-                model_config,
-                prepared.image_shape,
-                prepared.mean,
-                prepared.std,
-                prepared.classes,
-            ).to(self.device)
+            model = build_classifier(family, model_config, **for_data(prepared)).to(self.device)
 
             def on_epoch(metrics: dict[str, float], epoch: int) -> None:
                 mlflow.log_metrics(metrics, step=epoch)
@@ -258,14 +251,7 @@ def log_best(study, config: TuneConfig, space: dict, prepared, test, device) -> 
     _, model_config = search.suggest(
         optuna.trial.FixedTrial(best.params), space, config.family, config
     )
-    model = build_classifier(
-        config.family,
-        model_config,
-        prepared.image_shape,
-        prepared.mean,
-        prepared.std,
-        prepared.classes,
-    )
+    model = build_classifier(config.family, model_config, **for_data(prepared))
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"runs:/{best.user_attrs['mlflow_run_id']}/{WEIGHTS}"
         model.load_state_dict(torch.load(download(uri, tmp), weights_only=True))

@@ -15,14 +15,35 @@ from neuroflow.settings import MODELS, DCGANConfig
 NETWORKS = {"mlp": MLP, "cnn": CNN, "rnn": RNN}  # each classifier family's network
 
 
-def build_classifier(family: str, config, image_shape, mean: float, std: float, classes):
-    """An ImageClassifier of `family`; `config` is its config dataclass, or that as a dict."""
+def build_classifier(
+    family: str,
+    config,
+    image_shape,
+    mean: float,
+    std: float,
+    classes,
+    input_rule: dict | None = None,
+    dataset: str = "",
+):
+    """An ImageClassifier of `family`; `config` is its config dataclass, or that as a dict.
+    `input_rule` and `dataset` say how its data was prepared and which dataset it is."""
     if isinstance(config, dict):
         config = MODELS[family](**config)
     net = NETWORKS[family](config, tuple(image_shape), len(classes))
-    return ImageClassifier(
-        family, asdict(config), net, Standardize(image_shape, mean, std), classes
-    )
+    standardize = Standardize(image_shape, mean, std)
+    return ImageClassifier(family, asdict(config), net, standardize, classes, input_rule, dataset)
+
+
+def for_data(prepared) -> dict:
+    """What build_classifier takes from a prepared dataset (neuroflow.data.prepared.Prepared)."""
+    return {
+        "image_shape": prepared.image_shape,
+        "mean": prepared.mean,
+        "std": prepared.std,
+        "classes": prepared.classes,
+        "input_rule": prepared.input_rule,
+        "dataset": prepared.title,
+    }
 
 
 def build_gan(config: DCGANConfig, image_shape, loss: str) -> tuple[Generator, Discriminator]:
@@ -45,6 +66,8 @@ def describe(module) -> dict:
             "config": module.config,
             "image_shape": list(shape),
             "classes": module.classes,
+            "input_rule": module.input_rule,
+            "dataset": module.dataset,
         }
     if isinstance(module, ImageGenerator):
         _, height, width = module.generator.start  # (C, H/4, W/4)
@@ -62,7 +85,16 @@ def rebuild(spec: dict):
         if spec["family"] not in NETWORKS:
             raise ValueError(f"unknown classifier family {spec['family']!r}")
         # mean and std are buffers: the weights bring their values
-        return build_classifier(spec["family"], spec["config"], shape, 0.0, 1.0, spec["classes"])
+        return build_classifier(
+            spec["family"],
+            spec["config"],
+            shape,
+            0.0,
+            1.0,
+            spec["classes"],
+            spec.get("input_rule"),  # absent from models logged before they carried one
+            spec.get("dataset", ""),
+        )
     if kind == "generator":
         return ImageGenerator(Generator(DCGANConfig(**spec["config"]), shape), spec["config"])
     raise ValueError(f"unknown network kind {kind!r}")

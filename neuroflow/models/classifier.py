@@ -29,12 +29,24 @@ class ImageClassifier(nn.Module):
     penultimate layer. forward() returns (B,) class ids, which is what pyfunc and serving return."""
 
     def __init__(
-        self, family: str, config: dict, net: nn.Module, standardize: Standardize, classes
+        self,
+        family: str,
+        config: dict,
+        net: nn.Module,
+        standardize: Standardize,
+        classes,
+        input_rule: dict | None = None,
+        dataset: str = "",
     ):
         super().__init__()
         self.family = family
         self.config = dict(config)  # rebuilds the net: see neuroflow.models.build_classifier
         self.classes = list(classes)
+        # how its training images were brought to size (neuroflow.data.framing.InputRule), and
+        # which dataset they were: a model carries both, so predict, serving and the DCGAN's
+        # evaluator check treat it as its data was treated
+        self.input_rule = dict(input_rule or {})
+        self.dataset = dataset
         self.standardize = standardize
         self.net = net
 

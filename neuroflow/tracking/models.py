@@ -52,10 +52,12 @@ def log_classifier(model, examples: np.ndarray):
         outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),
         params=ParamSchema([ParamSpec(PROBABILITIES, "boolean", False)]),
     )
-    return _log_model(model.cpu().eval(), signature, examples.astype(np.float32))
+    # in MLmodel too, for a client of the served model to read
+    metadata = {"input_rule": model.input_rule, "dataset": model.dataset}
+    return _log_model(model.cpu().eval(), signature, examples.astype(np.float32), metadata)
 
 
-def _log_model(model, signature, example):
+def _log_model(model, signature, example, metadata=None):
     """Log `model` as MLflow's models-from-code: MLflow keeps model_code.py, our code beside it
     and the network as a JSON spec and a weights file. Loading runs that code and reads the
     weights as tensors only: nothing is unpickled. The code is the store's copy, so every load
@@ -73,6 +75,7 @@ def _log_model(model, signature, example):
             input_example=example,
             code_paths=[str(Path(neuroflow.__file__).parent)],
             pip_requirements=serving_requirements(),
+            metadata=metadata,
         )
         record_stored(info, folder, Path(tmp) / "stored")
     return info

@@ -88,17 +88,26 @@ def load_network(folder: Path):
 
 class NetworkModel(mlflow.pyfunc.PythonModel):
     """The pyfunc: numpy in, the network's forward() on the CPU, numpy out. A classifier takes
-    raw (B, H, W) pixels and returns (B,) class ids, or with params {"probabilities": true} a
-    frame of each image's class and its probability; the generator takes (B, latent_dim)
-    latents and returns (B, H, W) pixels."""
+    raw (B, H, W) pixels, brought to its input by its data's input rule (a light background
+    inverted where the rule says so), and returns (B,) class ids, or with params
+    {"probabilities": true} a frame of each image's class and its probability; the generator
+    takes (B, latent_dim) latents and returns (B, H, W) pixels."""
 
     def load_context(self, context) -> None:
+        from neuroflow.data.framing import InputRule
+
         self.network = load_network(Path(context.artifacts[NETWORK]))
+        if hasattr(self.network, "input_rule"):  # a classifier applies its data's input rule
+            size = self.network.standardize.image_shape[0]
+            self.rule = InputRule.from_dict(self.network.input_rule, size)
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         import torch
 
-        inputs = torch.as_tensor(np.asarray(model_input), dtype=torch.float32)
+        model_input = np.asarray(model_input)
+        if model_input.ndim == 3 and hasattr(self.network, "input_rule"):  # (B, H, W) images
+            model_input = self.rule.apply(model_input)
+        inputs = torch.as_tensor(model_input, dtype=torch.float32)
         with torch.inference_mode():
             if (params or {}).get(PROBABILITIES):
                 import pandas as pd

@@ -9,6 +9,7 @@ their changes under the registry lock (registry_lock, at the end), held in the r
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,9 +36,10 @@ UNITY_CATALOG = "databricks-uc"
 
 
 def default_model_name(dataset: str, family: str) -> str:
-    """<dataset>_<family>, e.g. digits_cnn; underscores only, so it also works as the last
+    """<dataset>_<family>, e.g. digits_cnn, or mnist_t10k_cnn for an IDX folder named
+    mnist-t10k: lower-case letters, digits and underscores only, so it also works as the last
     part of a Unity Catalog name."""
-    return f"{dataset}_{family}".replace("-", "_")
+    return re.sub(r"[^a-z0-9]+", "_", f"{dataset}_{family}".lower()).strip("_")
 
 
 def full_model_name(name: str, catalog: str = "", schema: str = "") -> str:
@@ -77,21 +79,32 @@ def training_run(run_id: str, family: str = ""):
     return run
 
 
-def best_run(family: str, metric: Metric, experiment_id: str):
-    """The FINISHED training run of `family` with the best `metric` in the experiment."""
+def best_run(family: str, metric: Metric, experiment_id: str, data_digest: str):
+    """The FINISHED training run of `family` on the data of `data_digest` with the best
+    `metric` in the experiment: runs on other data are never compared with it."""
     order = "DESC" if metric.higher_is_better else "ASC"
     where = (
         f"tags.{FAMILY_TAG} = '{family}' and attributes.status = 'FINISHED' "
-        f"and metrics.{metric.name} > -1e300"
+        f"and metrics.{metric.name} > -1e300 and params.data_digest = '{data_digest}'"
     )
     runs = find_runs(
         experiment_id, where, (f"metrics.{metric.name} {order}", NEWEST_FIRST), max_results=1
     )
     if not runs:
         raise RunLookupError(
-            f"experiment {experiment_id} has no FINISHED {family} run with {metric.name}"
+            f"experiment {experiment_id} has no FINISHED {family} run with {metric.name} on "
+            f"data digest {data_digest}"
         )
     return runs[0]
+
+
+def newest_run(family: str, experiment_id: str):
+    """The newest FINISHED training run of `family` that logged a model."""
+    where = f"tags.{FAMILY_TAG} = '{family}' and attributes.status = 'FINISHED'"
+    for run in find_runs(experiment_id, where, max_results=50):
+        if "model_uri" in run.data.tags:
+            return run
+    raise RunLookupError(f"experiment {experiment_id} has no FINISHED {family} run with a model")
 
 
 def existing_version(client: MlflowClient, name: str, run_id: str):

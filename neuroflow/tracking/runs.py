@@ -17,6 +17,7 @@ from neuroflow.tracking.uris import RUNS_URI
 STEP_TAG = "step"  # the entry point a run belongs to: preprocess, train_cnn, ...
 FAMILY_TAG = "family"
 PREPARED = "prepared"  # the artifact folder preprocess logs
+DATASET_TITLE = "dataset_title"  # which dataset a preprocess run read: digits, an IDX folder's name
 
 
 @dataclass(frozen=True)
