@@ -303,3 +303,16 @@ def test_the_same_images_give_the_same_predictions_from_an_array_and_from_files(
         return table["class"].tolist()
 
     assert classes(tmp_path / "images.npy") == classes(tmp_path / "pictures")
+
+
+def test_a_rerun_that_ties_keeps_the_champion(prepared):
+    """'version 2 promoted: test_accuracy 0.8914 beats 0.8914 by 0.0000': a rerun of a
+    configuration, scoring the same, moved `champion`."""
+    config = TrainConfig(epochs=2, device="cpu")
+    first, again = trained_on(prepared, config), trained_on(prepared, config)  # bit for bit
+    assert registered(first) == "1" and promoted("idx_mlp", "1").decision.promote
+    assert registered(again) == "2"
+    outcome = promoted("idx_mlp", "2")
+    assert outcome.candidate_score == outcome.champion_score
+    assert not outcome.decision.promote and "a tie keeps the champion" in outcome.decision.reason
+    assert str(MlflowClient().get_model_version_by_alias("idx_mlp", "champion").version) == "1"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import synthetic_digits
 from neuroflow.data.framing import frame_like_mnist
 from neuroflow.data.prepared import prepare
 from neuroflow.data.sources import DIGIT_CLASSES, Part, Source
@@ -69,3 +70,19 @@ def test_augment_moves_each_image_a_little_and_repeats_with_its_generator():
     assert (moved > 0).all()  # every image moved
     kept = first.flatten(1).sum(1) / images.float().flatten(1).sum(1)
     assert ((kept > 0.7) & (kept < 1.3)).all()  # a little: the digit stays in the frame
+
+
+def test_an_input_rule_takes_images_at_its_size_as_they_are_and_brings_others_to_it():
+    from neuroflow.data.framing import InputRule
+
+    images, _ = synthetic_digits(3, size=28, seed=5)
+    floats = images.astype(np.float32) + 0.25  # not whole grey levels: left untouched
+    plain, digits = InputRule(28), InputRule.for_source("digits", 28, mnist_framing=True)
+    assert np.array_equal(plain.apply(floats), floats)
+    assert np.array_equal(digits.apply(images), images)  # dark backgrounds, at size
+    assert np.array_equal(digits.apply(255 - images), images)  # light paper inverted
+    small, _ = synthetic_digits(2, size=8, seed=6)
+    assert np.array_equal(digits.apply(small), frame_like_mnist(small, 28))
+    assert plain.apply(small).shape == (2, 28, 28)
+    assert InputRule.from_dict(digits.to_dict(), 28) == digits
+    assert InputRule.from_dict(None, 28) == InputRule.legacy(28)
