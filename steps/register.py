@@ -17,6 +17,10 @@ def register(config: RegisterConfig):
     """Register a training run's model and move `challenger` to it."""
     if not (config.run_id or config.family):
         raise click.UsageError("give --run-id, or --family to register its best run")
+    if config.run_id and config.data:
+        raise click.UsageError(
+            f"--data={config.data} chooses among runs; expected it only without --run-id"
+        )
     from neuroflow.jobs.register import register as register_run
 
     with cli.step_run():
