@@ -39,7 +39,7 @@ PG_TRACKING_DB ?= mlflow
 PG_AUTH_DB ?= mlflow_auth
 PG_STUDIES_DB ?= optuna
 
-.PHONY: setup run ui postgres server check test bench lint envs clean
+.PHONY: setup run ui postgres server check test bench lint envs mlproject clean
 
 setup:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -98,6 +98,10 @@ lint: setup
 # Regenerate conda.yaml and python_env.yaml from the pins in requirements.txt.
 envs: setup
 	python -m neuroflow.envs
+
+# Regenerate MLproject from the steps' options (the settings) and the families.
+mlproject: setup
+	python -m neuroflow.mlproject
 
 clean:
 	rm -rf mlruns mlartifacts mlflow.db .pytest_cache .ruff_cache benchmark-results.json

@@ -12,19 +12,10 @@ import yaml
 
 from helpers import ROOT, project_snapshot
 from neuroflow.envs import expected_files, read_pins
+from neuroflow.families import FAMILIES
+from neuroflow.mlproject import entry_points, render
 
-ENTRY_POINTS = [
-    "preprocess",
-    "train_mlp",
-    "train_cnn",
-    "train_rnn",
-    "train_dcgan",
-    "tune",
-    "register",
-    "promote",
-    "main",
-    "predict",
-]
+ENTRY_POINTS = entry_points()
 MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())
 CLICK_TYPES = {
     "int": click.types.IntParamType,
@@ -57,6 +48,19 @@ def test_parameters_agree_with_click_options(entry_point):
         assert option.default == parameter["default"], name
         flag = f"--{name.replace('_', '-')}={{{name}}}"
         assert flag in spec["command"].split(), f"{entry_point} command lacks {flag}"
+
+
+def test_mlproject_is_generated_from_the_settings():
+    assert (ROOT / "MLproject").read_text() == render(), "MLproject is stale: run `make mlproject`"
+
+
+def test_every_family_has_a_training_entry_point_and_a_databricks_job_that_runs_it():
+    assert {f"train_{family}" for family in FAMILIES} <= set(ENTRY_POINTS)
+    bundle = yaml.safe_load((ROOT / "databricks.yml").read_text())
+    (job,) = bundle["resources"]["jobs"].values()
+    tasks = {task["task_key"] for task in job["tasks"]}
+    steps = ("train", "register", "promote")
+    assert tasks == {"preprocess"} | {f"{step}_{family}" for family in FAMILIES for step in steps}
 
 
 def test_env_files_are_generated_from_the_pins():
