@@ -207,7 +207,7 @@ def test_a_bad_backend_config_is_refused_before_anything_is_sent(
         (["-P", "nproc=two"], "'two' is not a valid integer"),
         (["-P", "epochs"], "'epochs' is not NAME=VALUE"),
         (["-P", "colour=red"], "No such option '--colour'"),
-        (["-e", "train_vit"], "'train_vit' is not an entry point"),
+        (["-e", "train_no_such_family"], "'train_no_such_family' is not an entry point"),
     ],
 )
 def test_bad_parameters_are_refused_before_anything_is_sent(idle_workspace, args, message):
@@ -427,8 +427,10 @@ BAD_BUNDLES = [
     ),
     (lambda job: job.pop("tasks"), "job 'neuroflow' has no tasks"),
     (
-        lambda job: task(job, "register_cnn").update(depends_on=[{"task_key": "train_vit"}]),
-        "task 'register_cnn' depends on unknown task 'train_vit'",
+        lambda job: task(job, "register_cnn").update(
+            depends_on=[{"task_key": "train_no_such_family"}]
+        ),
+        "task 'register_cnn' depends on unknown task 'train_no_such_family'",
     ),
     (
         lambda job: task(job, "register_cnn").update(depends_on=[{"task_key": "preprocess"}]),
@@ -495,11 +497,18 @@ def test_the_bundle_resolves_as_a_deploy_would():
 
 def test_a_task_naming_no_entry_point_fails_with_one_line():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "databricks" / "task.py"), "train_vit", "--epochs=1"],
+        [
+            sys.executable,
+            str(ROOT / "databricks" / "task.py"),
+            "train_no_such_family",
+            "--epochs=1",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("task: 'train_vit' is not an entry point; expected one of main, ")
+    assert line.startswith(
+        "task: 'train_no_such_family' is not an entry point; expected one of main, "
+    )

@@ -51,7 +51,7 @@ BAD_OPTIONS = [
     ("register", ["--run-id=" + "a" * 32, "--data=latest"], "expected it only without --run-id"),
     ("register", ["--family=cnn", "--data=lastest"], "'lastest'"),
     ("promote", ["--min-unseen=0"], "'--min-unseen': 0 is not in the range x>=1"),
-    ("register", ["--family=vit"], "'vit' is not one of"),
+    ("register", ["--family=no-such-family"], "'no-such-family' is not one of"),
     ("register", ["--family=dcgan", "--metric=test_accuracy"], "a dcgan is judged by fid"),
     ("promote", ["--min-delta=-1"], "-1.0 is not in the range x>=0"),
     ("promote", ["--metric=auc"], "'auc' is not one of"),

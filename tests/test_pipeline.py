@@ -193,7 +193,7 @@ LIFECYCLE_BAD_INPUTS = [
     ("register", {"run_id": "{data_run}"}, "is a preprocess run; expected a training run"),
     ("register", {"run_id": "not-a-run"}, "'not-a-run' is not a 32-character run id"),
     ("register", {"family": "cnn", "metric": "fid"}, "a cnn is judged by test_accuracy, not 'fid'"),
-    ("promote", {"model_name": "digits_vit"}, "registered model 'digits_vit' does not exist"),
+    ("promote", {"model_name": "no_such_model"}, "registered model 'no_such_model' does not exist"),
     ("promote", {"model_name": "digits_cnn", "candidate": "staging"}, "has no alias 'staging'"),
     (
         "promote",

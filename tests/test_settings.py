@@ -61,7 +61,10 @@ def test_a_library_call_out_of_range_names_the_field_and_its_range():
         (lambda: RNNConfig(bidirectional="maybe"), "'maybe' is not a valid boolean"),
         (lambda: Inputs(data="my-run"), "Inputs.data: 'my-run' is not 'latest'"),
         (lambda: Inputs(resume_from="abc"), "'abc' is not a 32-character run id"),
-        (lambda: RegisterConfig(family="vit"), "'vit' is not one of '', 'mlp'"),
+        (
+            lambda: RegisterConfig(family="no-such-family"),
+            "'no-such-family' is not one of '', 'mlp'",
+        ),
         (lambda: PromoteConfig(min_delta=-1), "PromoteConfig.min_delta: -1.0 is not in the range"),
         (lambda: PipelineConfig(models=("mlp", "svm")), "names unknown families ['svm']"),
         (lambda: PipelineConfig(models=("cnn", "cnn")), "'cnn,cnn' names a family twice"),
