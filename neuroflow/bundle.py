@@ -160,6 +160,7 @@ def job(
 
     tasks = need(spec, "tasks", what)
     keys = [need(task, "task_key", f"a task of {what}") for task in tasks]
+    check_families(keys, what, where)
     submitted = []
     for task in tasks:
         submitted.append(
@@ -176,6 +177,19 @@ def job(
         parameters=values,
         tasks=submitted,
     )
+
+
+def check_families(keys: list[str], what: str, where: str) -> None:
+    """The job does what `main` does: it trains, registers and promotes every family."""
+    from neuroflow.families import FAMILIES
+
+    for family in FAMILIES:
+        for step in ("train", "register", "promote"):
+            if f"{step}_{family}" not in keys:
+                raise BundleError(
+                    f"{where}: {what} has no task {step}_{family}; expected train_, register_ "
+                    f"and promote_ tasks for every family ({', '.join(FAMILIES)})"
+                )
 
 
 def check_cluster(cluster: dict, what: str, where: str) -> dict:

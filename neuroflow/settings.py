@@ -13,9 +13,11 @@ Each entry point's options are the settings of the configs its step names, in th
     main          PipelineConfig
     predict       PredictConfig
 
-The MLproject declares the same parameters with the same defaults (tests/test_project.py holds
-them together). A config checks its own values (see neuroflow.config), so `TrainConfig(lr=-1)`
-fails as `--lr=-1` does. Nothing here imports torch or mlflow.
+Each model family is registered here, beside its config (neuroflow.families.Family), and every
+table keyed by a family's name is derived from the registrations. The MLproject is generated
+from the steps' options (`make mlproject`; tests/test_project.py fails when it drifts). A config
+checks its own values (see neuroflow.config), so `TrainConfig(lr=-1)` fails as `--lr=-1` does.
+Nothing here imports torch or mlflow.
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ from dataclasses import dataclass
 
 from neuroflow.config import Checked, Setting, setting
 from neuroflow.data.sources import DATASETS
-from neuroflow.families import FAMILIES, METRICS, metric_for
+from neuroflow.families import (
+    ACCURACY,
+    CLASSIFIER,
+    FID,
+    GENERATOR,
+    Family,
+    metric_for,
+    register,
+    registered,
+)
 from neuroflow.tracking.uris import RUN_ID, check_data_value
 
 config = dataclass(frozen=True, kw_only=True)  # how every config below is made
@@ -165,16 +176,6 @@ class TrainConfig(LoopConfig):
     compile: bool = setting(False, help="torch.compile the network before training")
 
 
-# Each classifier family's training defaults: the RNN takes smaller batches (more steps on
-# small data: GRU 0.922 -> 0.961 on the digits) and clips its gradients; the CNN augments the
-# digits (see TrainConfig.augment).
-TRAINING = {
-    "mlp": TrainConfig(),
-    "cnn": TrainConfig(augment="auto"),
-    "rnn": TrainConfig(batch_size=64, grad_clip=1.0),
-}
-
-
 @config
 class GANTrainConfig(LoopConfig):
     """The GAN loop (neuroflow.training.gan)."""
@@ -248,7 +249,65 @@ class DCGANConfig(Checked):
     dropout: float = DROPOUT.field(0.1, option=False)
 
 
-MODELS = {"mlp": MLPConfig, "cnn": CNNConfig, "rnn": RNNConfig, "dcgan": DCGANConfig}
+# Each classifier family's default search space, for tune: a setting of its TrainConfig or
+# model config -> (low, high, "log" or "linear"), or a list of choices. A space file of the same
+# shape (JSON or YAML) replaces the ranges it names and adds settings it names anew.
+ADAMW_SPACE = {  # what every family searches over, its optimiser and batch size
+    "lr": (3e-4, 1e-2, "log"),
+    "weight_decay": (1e-6, 1e-2, "log"),
+    "batch_size": [64, 128, 256],
+}
+
+# Each family, declared once: every table below, and every option that names a family, derives
+# from these (see neuroflow.families). A family's training defaults are those of its loop's
+# config where they differ.
+register(
+    Family(
+        "mlp",
+        CLASSIFIER,
+        "neuroflow.models.mlp:MLP",
+        MLPConfig,
+        ACCURACY,
+        space={"dropout": (0.0, 0.5, "linear"), "hidden": ["256", "512,256", "1024,512"]},
+    )
+)
+register(
+    Family(
+        "cnn",
+        CLASSIFIER,
+        "neuroflow.models.cnn:CNN",
+        CNNConfig,
+        ACCURACY,
+        training={"augment": "auto"},  # the digits only: see TrainConfig.augment
+        space={"dropout": (0.0, 0.5, "linear"), "channels": ["16,32", "32,64", "16,32,64"]},
+    )
+)
+register(
+    Family(
+        "rnn",
+        CLASSIFIER,
+        "neuroflow.models.rnn:RNN",
+        RNNConfig,
+        ACCURACY,
+        # smaller batches (more steps on small data: GRU 0.922 -> 0.961 on the digits), and
+        # clipped gradients
+        training={"batch_size": 64, "grad_clip": 1.0},
+        space={
+            "batch_size": [32, 64, 128],
+            "cell": ["lstm", "gru"],
+            "hidden_size": [64, 128, 256],
+        },
+    )
+)
+register(Family("dcgan", GENERATOR, "neuroflow.models.dcgan:Generator", DCGANConfig, FID))
+
+FAMILY = registered()  # name -> Family, those registered before this module included
+FAMILIES = tuple(FAMILY)
+CLASSIFIERS = tuple(name for name, family in FAMILY.items() if family.kind == CLASSIFIER)
+MODELS = {name: family.config for name, family in FAMILY.items()}
+TRAINING = {name: TrainConfig(**FAMILY[name].training) for name in CLASSIFIERS}
+SPACES = {name: {**ADAMW_SPACE, **FAMILY[name].space} for name in CLASSIFIERS}
+METRICS = {family.metric.name: family.metric for family in FAMILY.values()}
 
 
 # --- the registry ---------------------------------------------------------------------------
@@ -335,33 +394,6 @@ class PipelineConfig(Checked):
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
-
-# Each classifier family's default search space, for tune: a setting of its TrainConfig or
-# model config -> (low, high, "log" or "linear"), or a list of choices. A space file of the same
-# shape (JSON or YAML) replaces the ranges it names and adds settings it names anew.
-ADAMW_SPACE = {  # what every family searches over, its optimiser and batch size
-    "lr": (3e-4, 1e-2, "log"),
-    "weight_decay": (1e-6, 1e-2, "log"),
-    "batch_size": [64, 128, 256],
-}
-SPACES = {
-    "mlp": {
-        **ADAMW_SPACE,
-        "dropout": (0.0, 0.5, "linear"),
-        "hidden": ["256", "512,256", "1024,512"],
-    },
-    "cnn": {
-        **ADAMW_SPACE,
-        "dropout": (0.0, 0.5, "linear"),
-        "channels": ["16,32", "32,64", "16,32,64"],
-    },
-    "rnn": {
-        **ADAMW_SPACE,
-        "batch_size": [32, 64, 128],  # smaller: see TRAINING["rnn"]
-        "cell": ["lstm", "gru"],
-        "hidden_size": [64, 128, 256],
-    },
-}
 
 
 @config

@@ -1,18 +1,15 @@
-"""Networks built from their configs (neuroflow.settings), the family chosen by name from one
-dict. A logged model stores its config, so the same call rebuilds it. Imports torch."""
+"""Networks built from their configs (neuroflow.settings), the family chosen by name from its
+registration (neuroflow.families). A logged model stores its config, so the same call rebuilds
+it. Imports torch."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 
+from neuroflow.families import CLASSIFIER, network, registered
 from neuroflow.models.classifier import ImageClassifier, Standardize
-from neuroflow.models.cnn import CNN
 from neuroflow.models.dcgan import Discriminator, Generator, ImageGenerator, init_weights
-from neuroflow.models.mlp import MLP
-from neuroflow.models.rnn import RNN
 from neuroflow.settings import MODELS, DCGANConfig
-
-NETWORKS = {"mlp": MLP, "cnn": CNN, "rnn": RNN}  # each classifier family's network
 
 
 def build_classifier(
@@ -29,7 +26,7 @@ def build_classifier(
     `input_rule` and `dataset` say how its data was prepared and which dataset it is."""
     if isinstance(config, dict):
         config = MODELS[family](**config)
-    net = NETWORKS[family](config, tuple(image_shape), len(classes))
+    net = network(family)(config, tuple(image_shape), len(classes))  # its registered network
     standardize = Standardize(image_shape, mean, std)
     return ImageClassifier(family, asdict(config), net, standardize, classes, input_rule, dataset)
 
@@ -82,7 +79,8 @@ def rebuild(spec: dict):
     not have, raises ValueError or TypeError."""
     kind, shape = spec["kind"], tuple(spec["image_shape"])
     if kind == "classifier":
-        if spec["family"] not in NETWORKS:
+        known = registered().get(spec["family"])
+        if known is None or known.kind != CLASSIFIER:
             raise ValueError(f"unknown classifier family {spec['family']!r}")
         # mean and std are buffers: the weights bring their values
         return build_classifier(
