@@ -358,6 +358,13 @@ def test_a_failed_task_fails_the_job_and_skips_what_follows(workspace, tmp_path)
     assert {m.name: m.latest_versions for m in client.search_registered_models()} == models
 
 
+def interruptible() -> None:
+    """In the child: SIGINT as a terminal delivers it, whatever the test process inherited (a
+    pytest-xdist worker may run with SIGINT ignored or blocked, and a child inherits both)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 @pytest.mark.slow
 def test_stopping_the_submit_command_cancels_the_job(workspace, tmp_path):
     project = project_snapshot(tmp_path / "project")
@@ -371,6 +378,7 @@ def test_stopping_the_submit_command_cancels_the_job(workspace, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     count, deadline = len(workspace.jobs), time.monotonic() + 300
 
@@ -384,7 +392,7 @@ def test_stopping_the_submit_command_cancels_the_job(workspace, tmp_path):
     job = workspace.jobs[count + 1]
     submitter.send_signal(signal.SIGINT)
     _, stderr = submitter.communicate(timeout=120)
-    assert submitter.returncode != 0
+    assert submitter.returncode != 0, stderr[-2000:]  # what it printed, to tell why
     assert stderr.strip().splitlines()[-1] == "databricks job: error: aborted"
     job.wait(timeout=60)
     assert job.result_state == "CANCELED"

@@ -201,8 +201,14 @@ def test_training_steps_record_system_metrics(tracking, monkeypatch):
     from neuroflow import cli
 
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    client = MlflowClient()
     with cli.step_run(system_metrics=True) as run:
-        time.sleep(1.0)
+        deadline = time.monotonic() + 30  # a loaded machine starts the sampler late
+        while time.monotonic() < deadline and any(
+            len(client.get_metric_history(run.info.run_id, f"system/{name}")) < 3
+            for name in ("cpu_utilization_percentage", "system_memory_usage_megabytes")
+        ):
+            time.sleep(0.2)
     with cli.step_run() as quiet:
         time.sleep(0.5)
     for name in ("cpu_utilization_percentage", "system_memory_usage_megabytes"):
