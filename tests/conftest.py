@@ -50,6 +50,7 @@ LONGEST_FIRST = (
     "test_databricks.py",
     "test_server_security.py",
     "test_spark.py",
+    "test_data_identity.py",
     "test_registry.py",
     "test_bad_input.py",
     "test_tune.py",
