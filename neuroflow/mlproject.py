@@ -32,10 +32,8 @@ def entry_points() -> list[str]:
     """Every entry point, in the order a pipeline runs them: one train_<family> per family."""
     from neuroflow.families import FAMILIES
 
-    return ["preprocess", *(f"train_{f}" for f in FAMILIES), "tune", "register", "promote"] + [
-        "main",
-        "predict",
-    ]
+    training = [f"train_{family}" for family in FAMILIES]
+    return ["preprocess", *training, "tune", "register", "promote", "main", "predict"]
 
 
 def render() -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from neuroflow import families
 from neuroflow.config import Checked, Setting, setting
 from neuroflow.data.sources import DATASETS
 from neuroflow.families import (
@@ -302,12 +303,11 @@ register(
 register(Family("dcgan", GENERATOR, "neuroflow.models.dcgan:Generator", DCGANConfig, FID))
 
 FAMILY = registered()  # name -> Family, those registered before this module included
-FAMILIES = tuple(FAMILY)
-CLASSIFIERS = tuple(name for name, family in FAMILY.items() if family.kind == CLASSIFIER)
+FAMILIES, CLASSIFIERS = families.FAMILIES, families.CLASSIFIERS
 MODELS = {name: family.config for name, family in FAMILY.items()}
 TRAINING = {name: TrainConfig(**FAMILY[name].training) for name in CLASSIFIERS}
 SPACES = {name: {**ADAMW_SPACE, **FAMILY[name].space} for name in CLASSIFIERS}
-METRICS = {family.metric.name: family.metric for family in FAMILY.values()}
+METRICS = families.METRICS
 
 
 # --- the registry ---------------------------------------------------------------------------
