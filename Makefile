@@ -63,7 +63,7 @@ ui: setup
 # Debian's PostgreSQL, started if it is down, with the role (made once, never changed after)
 # and the databases (made once).
 postgres: setup
-	python -m neuroflow.server.postgres --port $(PG_PORT) --user $(PG_USER) \
+	python -m neuroflow.platforms.postgres --port $(PG_PORT) --user $(PG_USER) \
 		$(PG_TRACKING_DB) $(PG_AUTH_DB) $(PG_STUDIES_DB)
 
 # A team's tracking server: teammates `export MLFLOW_TRACKING_URI=http://<this host>:5000` and
@@ -97,7 +97,7 @@ lint: setup
 
 # Regenerate conda.yaml and python_env.yaml from the pins in requirements.txt.
 envs: setup
-	python -m neuroflow.envs
+	python -m neuroflow.platforms.envs
 
 # Regenerate MLproject from the steps' options (the settings) and the families.
 mlproject: setup

@@ -218,8 +218,8 @@ def run_reference(bench: Path, epochs: int, seed: int, stop: bool, ours: bool = 
 def our_cnn(bench: Path):
     """Our CNN, built as train_cnn builds it for the bench's data."""
     from neuroflow.data.prepared import load_prepared
+    from neuroflow.families import CNNConfig
     from neuroflow.models.build import build_classifier
-    from neuroflow.settings import CNNConfig
 
     prepared = load_prepared(bench / "prepared")
     return build_classifier(
@@ -352,8 +352,9 @@ def run_digits_on_mnist(bench: Path, framing: bool, augment: str, epochs: int) -
 def run_dcgan(bench: Path, epochs: int) -> dict:
     import mlflow
 
+    from neuroflow.families import DCGANConfig
     from neuroflow.jobs.train_dcgan import train_dcgan
-    from neuroflow.settings import DCGANConfig, GANTrainConfig
+    from neuroflow.settings import GANTrainConfig
 
     meta = json.loads((bench / "bench.json").read_text())
     config = GANTrainConfig(epochs=epochs or 2)
@@ -444,8 +445,9 @@ def run_scaling(bench: Path, idx_dir: Path) -> dict:
 
     import torch
 
+    from neuroflow.families import CNNConfig
     from neuroflow.models.build import build_classifier
-    from neuroflow.settings import CNNConfig, TrainConfig
+    from neuroflow.settings import TrainConfig
     from neuroflow.training.classifier import fit, to_device
     from neuroflow.training.device import resolve_device
 

@@ -4,7 +4,7 @@
 
 A job's spark_python_task runs this file as a script, from wherever the workspace keeps the
 project; the project's root goes on sys.path and becomes the working directory, and the step
-runs as `python -m steps.<entry point>` would, as a task (neuroflow.tasks).
+runs as `python -m steps.<entry point>` would, as a task (neuroflow.platforms.tasks).
 """
 
 import os
@@ -21,8 +21,8 @@ if __name__ == "__main__":
         sys.exit(f"task: {given} is not an entry point; expected one of {', '.join(steps)}")
     sys.path.insert(0, ROOT)
     os.chdir(ROOT)
-    from neuroflow.tasks import TASK
+    from neuroflow.platforms.tasks import as_task
 
-    os.environ[TASK] = "1"
+    as_task()
     entry_point = sys.argv.pop(1)
     runpy.run_module(f"steps.{entry_point}", run_name="__main__", alter_sys=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import importlib
 import logging
 import os
 import sys
@@ -124,28 +125,35 @@ def main_module() -> str | None:
 SYSTEM_METRICS_EVERY_S = "2"  # MLflow samples every 10 s: no point at all in a digits run
 
 
+# A run every step's run nests under (a Databricks job's run: neuroflow.platforms.databricks)
+PARENT_RUN = "NEUROFLOW_PARENT_RUN_ID"
+# "<module>:<function>" called with each step's run id once the run has finished: how a platform
+# takes a step's results on (a Databricks job's task: neuroflow.platforms.tasks)
+AFTER_RUN = "NEUROFLOW_AFTER_RUN"
+
+
 @contextlib.contextmanager
 def step_run(system_metrics: bool = False):
     """The MLflow run a step works in. Under torchrun only rank 0 opens (and logs to) it. With
     `system_metrics`, MLflow samples CPU, memory, disk, network and (with nvidia-ml-py) GPU use
-    while it runs, as system/ metrics. As a Databricks job's task, the run nests under the
-    job's and hands its id on to later tasks once it has finished (neuroflow.tasks)."""
+    while it runs, as system/ metrics. The run nests under PARENT_RUN where that is set, and
+    AFTER_RUN is called with its id once it has finished."""
     if os.environ.get("RANK", "0") != "0":
         yield None
         return
     import mlflow
-
-    from neuroflow import tasks
 
     if system_metrics:
         import psutil
 
         os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", SYSTEM_METRICS_EVERY_S)
         psutil.cpu_percent()  # a first call starts the count: MLflow's first sample then reads it
-    parent = tasks.parent_run_id()
+    parent = os.environ.get(PARENT_RUN) or None
     with mlflow.start_run(log_system_metrics=system_metrics, parent_run_id=parent) as run:
         yield run
-    tasks.hand_on(run.info.run_id)
+    if after := os.environ.get(AFTER_RUN):
+        module, _, function = after.partition(":")
+        getattr(importlib.import_module(module), function)(run.info.run_id)
 
 
 EXIT_CODE: list[int] = []  # set by a step's process as it exits; see skip_teardown

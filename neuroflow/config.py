@@ -19,6 +19,7 @@ import click
 
 from neuroflow.errors import ConfigError
 
+config = dataclasses.dataclass(frozen=True, kw_only=True)  # how every config is made: @config
 SETTING = "neuroflow.setting"  # where a field's metadata keeps its Setting
 UNSET = object()  # a Setting whose default each config gives (e.g. epochs: 10, or 50 for a GAN)
 

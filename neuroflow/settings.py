@@ -3,43 +3,31 @@
 Each entry point's options are the settings of the configs its step names, in this order:
 
     preprocess    PrepareConfig
-    train_mlp     Inputs, TRAINING["mlp"] (a TrainConfig), MLPConfig
-    train_cnn     Inputs, TRAINING["cnn"], CNNConfig
-    train_rnn     Inputs, TRAINING["rnn"], RNNConfig
-    train_dcgan   GANInputs, GANTrainConfig, DCGANConfig
+    train_mlp     Inputs, TRAINING["mlp"] (a TrainConfig), MODELS["mlp"] (MLPConfig)
+    train_cnn     Inputs, TRAINING["cnn"], MODELS["cnn"]
+    train_rnn     Inputs, TRAINING["rnn"], MODELS["rnn"]
+    train_dcgan   GANInputs, GANTrainConfig, MODELS["dcgan"]
     tune          TuneConfig (each trial: the family's TrainConfig and model config)
     register      RegisterConfig
     promote       PromoteConfig
     main          PipelineConfig
     predict       PredictConfig
 
-Each model family is registered here, beside its config (neuroflow.families.Family), and every
-table keyed by a family's name is derived from the registrations. The MLproject is generated
-from the steps' options (`make mlproject`; tests/test_project.py fails when it drifts). A config
-checks its own values (see neuroflow.config), so `TrainConfig(lr=-1)` fails as `--lr=-1` does.
+A model family's config is declared with its registration, in neuroflow.families; every table
+here keyed by a family's name (MODELS, TRAINING, SPACES) is derived from the registrations. The
+MLproject is generated from the steps' options (`make mlproject`; tests/test_project.py fails
+when it drifts). A config checks its own values (see neuroflow.config), so `TrainConfig(lr=-1)`
+fails as `--lr=-1` does.
 Nothing here imports torch or mlflow.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from neuroflow import families
-from neuroflow.config import Checked, Setting, setting
+from neuroflow.config import Checked, Setting, config, setting
 from neuroflow.data.sources import DATASETS
-from neuroflow.families import (
-    ACCURACY,
-    CLASSIFIER,
-    FID,
-    GENERATOR,
-    Family,
-    metric_for,
-    register,
-    registered,
-)
-from neuroflow.tracking.uris import RUN_ID, check_data_value
-
-config = dataclass(frozen=True, kw_only=True)  # how every config below is made
+from neuroflow.families import metric_for, registered
+from neuroflow.uris import RUN_ID, check_data_value
 
 
 def optional_run_id(value: str) -> str:
@@ -201,55 +189,6 @@ class GANTrainConfig(LoopConfig):
     n_critic: int = setting(5, low=1, help="critic steps per generator step (wgan-gp)")
 
 
-# --- the model families ---------------------------------------------------------------------
-# A logged model stores its config, so it can be rebuilt (neuroflow.models.build).
-
-RNN_CELLS = ("lstm", "gru", "rnn")
-UPSAMPLES = ("nearest", "transposed")
-DROPOUT = Setting(low=0, high=1, high_open=True, help="dropout probability")
-
-
-@config
-class MLPConfig(Checked):
-    hidden: tuple[int, ...] = setting(  # wide enough for 96%+ on MNIST, still fast on a CPU
-        (512, 256), help="hidden layer sizes"
-    )
-    dropout: float = DROPOUT.field(0.2)
-
-
-@config
-class CNNConfig(Checked):
-    channels: tuple[int, ...] = setting(  # one stride-2 conv-BN-ReLU block each: 28 -> 14 -> 7
-        (16, 32), help="output channels of each conv block; each block halves the image"
-    )
-    dropout: float = DROPOUT.field(0.25)
-    # the width of the penultimate layer, the feature space FID is measured in
-    hidden: int = setting(128, low=1, option=False)
-
-
-@config
-class RNNConfig(Checked):
-    cell: str = setting(  # a plain rnn forgets the top rows by the last step
-        "lstm", choices=RNN_CELLS, help="the RNN reads one row of pixels per time step"
-    )
-    hidden_size: int = setting(128, low=1, help="features of the hidden state")
-    num_layers: int = setting(1, low=1, help="stacked recurrent layers")
-    bidirectional: bool = setting(False, help="also read the rows bottom to top")
-    dropout: float = DROPOUT.field(0.0)  # between stacked layers, and before the head
-
-
-@config
-class DCGANConfig(Checked):
-    latent_dim: int = setting(100, low=1, help="length of the latent vector z (Radford et al.)")
-    upsample: str = setting(  # nearest + conv avoids the checkerboard of transposed convs
-        "nearest", choices=UPSAMPLES, help="nearest + conv, or transposed convolutions"
-    )
-    # channels of G's last and D's first block; 64 is 3x slower on a CPU
-    width: int = setting(32, low=1, option=False)
-    # in the discriminator: 0.3 slowed learning on the 1,259 digits
-    dropout: float = DROPOUT.field(0.1, option=False)
-
-
 # Each classifier family's default search space, for tune: a setting of its TrainConfig or
 # model config -> (low, high, "log" or "linear"), or a list of choices. A space file of the same
 # shape (JSON or YAML) replaces the ranges it names and adds settings it names anew.
@@ -259,50 +198,8 @@ ADAMW_SPACE = {  # what every family searches over, its optimiser and batch size
     "batch_size": [64, 128, 256],
 }
 
-# Each family, declared once: every table below, and every option that names a family, derives
-# from these (see neuroflow.families). A family's training defaults are those of its loop's
-# config where they differ.
-register(
-    Family(
-        "mlp",
-        CLASSIFIER,
-        "neuroflow.models.mlp:MLP",
-        MLPConfig,
-        ACCURACY,
-        space={"dropout": (0.0, 0.5, "linear"), "hidden": ["256", "512,256", "1024,512"]},
-    )
-)
-register(
-    Family(
-        "cnn",
-        CLASSIFIER,
-        "neuroflow.models.cnn:CNN",
-        CNNConfig,
-        ACCURACY,
-        training={"augment": "auto"},  # the digits only: see TrainConfig.augment
-        space={"dropout": (0.0, 0.5, "linear"), "channels": ["16,32", "32,64", "16,32,64"]},
-    )
-)
-register(
-    Family(
-        "rnn",
-        CLASSIFIER,
-        "neuroflow.models.rnn:RNN",
-        RNNConfig,
-        ACCURACY,
-        # smaller batches (more steps on small data: GRU 0.922 -> 0.961 on the digits), and
-        # clipped gradients
-        training={"batch_size": 64, "grad_clip": 1.0},
-        space={
-            "batch_size": [32, 64, 128],
-            "cell": ["lstm", "gru"],
-            "hidden_size": [64, 128, 256],
-        },
-    )
-)
-register(Family("dcgan", GENERATOR, "neuroflow.models.dcgan:Generator", DCGANConfig, FID))
-
-FAMILY = registered()  # name -> Family, those registered before this module included
+# Every table keyed by a family's name, derived from the registrations (neuroflow.families).
+FAMILY = registered()  # name -> Family, as registered when this module is imported
 FAMILIES, CLASSIFIERS = families.FAMILIES, families.CLASSIFIERS
 MODELS = {name: family.config for name, family in FAMILY.items()}
 TRAINING = {name: TrainConfig(**FAMILY[name].training) for name in CLASSIFIERS}

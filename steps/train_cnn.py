@@ -8,7 +8,8 @@ plots/loss_curve.png and plots/confusion_matrix.png.
 from dataclasses import asdict
 
 from neuroflow import cli
-from neuroflow.settings import TRAINING, CNNConfig, Inputs, TrainConfig
+from neuroflow.families import CNNConfig
+from neuroflow.settings import TRAINING, Inputs, TrainConfig
 
 
 @cli.command(Inputs, TRAINING["cnn"], CNNConfig)

@@ -10,7 +10,8 @@ Every epoch logs checkpoints/last.pt; --resume-from or --resume go on from one.
 from dataclasses import asdict
 
 from neuroflow import cli
-from neuroflow.settings import DCGANConfig, GANInputs, GANTrainConfig
+from neuroflow.families import DCGANConfig
+from neuroflow.settings import GANInputs, GANTrainConfig
 
 
 @cli.command(GANInputs, GANTrainConfig, DCGANConfig)

@@ -8,7 +8,8 @@ plots/loss_curve.png and plots/confusion_matrix.png.
 from dataclasses import asdict
 
 from neuroflow import cli
-from neuroflow.settings import TRAINING, Inputs, MLPConfig, TrainConfig
+from neuroflow.families import MLPConfig
+from neuroflow.settings import TRAINING, Inputs, TrainConfig
 
 
 @cli.command(Inputs, TRAINING["mlp"], MLPConfig)

@@ -9,7 +9,8 @@ out), per-epoch train_loss, val_loss and val_accuracy, test_accuracy and test_lo
 from dataclasses import asdict
 
 from neuroflow import cli
-from neuroflow.settings import TRAINING, Inputs, RNNConfig, TrainConfig
+from neuroflow.families import RNNConfig
+from neuroflow.settings import TRAINING, Inputs, TrainConfig
 
 
 @cli.command(Inputs, TRAINING["rnn"], RNNConfig)

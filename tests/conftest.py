@@ -178,7 +178,7 @@ def postgres_role() -> SimpleNamespace:
     (NEUROFLOW_POSTGRES=required), where they fail."""
     import click
 
-    from neuroflow.server import postgres as pg
+    from neuroflow.platforms import postgres as pg
 
     role = SimpleNamespace(
         user=f"test_{os.getpid()}_{secrets.token_hex(3)}",
@@ -204,7 +204,7 @@ def postgres(postgres_role):
     PostgreSQL owned by postgres_role."""
     import psycopg2
 
-    from neuroflow.server import postgres as pg
+    from neuroflow.platforms import postgres as pg
 
     role = postgres_role
     connection = psycopg2.connect(

@@ -64,8 +64,8 @@ def broken_models(store: Store, data_run: str) -> dict[str, str]:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
+    from neuroflow.families import MLPConfig
     from neuroflow.models.build import build_classifier
-    from neuroflow.settings import MLPConfig
     from neuroflow.tracking.models import log_classifier
 
     def damage(model_id: str, how: str) -> None:

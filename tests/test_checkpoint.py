@@ -12,9 +12,10 @@ import torch
 
 from helpers import synthetic_digits
 from neuroflow.errors import DataError
+from neuroflow.families import CNNConfig, DCGANConfig
 from neuroflow.models.build import build_classifier
 from neuroflow.models.dcgan import Discriminator, Generator
-from neuroflow.settings import CNNConfig, DCGANConfig, GANTrainConfig, TrainConfig
+from neuroflow.settings import GANTrainConfig, TrainConfig
 from neuroflow.training import checkpoint
 from neuroflow.training.checkpoint import Checkpoints
 from neuroflow.training.classifier import fit, to_device

@@ -15,10 +15,11 @@ from mlflow import MlflowClient
 from helpers import step_in_process, synthetic_digits, write_idx_folder
 from neuroflow.data.idx import write_idx
 from neuroflow.errors import NeuroflowError, RunLookupError
+from neuroflow.families import MLPConfig
 from neuroflow.jobs.preprocess import preprocess
 from neuroflow.jobs.train_classifier import train_classifier
 from neuroflow.jobs.tune import tune
-from neuroflow.settings import MLPConfig, PipelineConfig, PrepareConfig, TrainConfig, TuneConfig
+from neuroflow.settings import PipelineConfig, PrepareConfig, TrainConfig, TuneConfig
 
 SMALL_MLP = MLPConfig(hidden=(16,))
 QUICK = TrainConfig(epochs=3, batch_size=64, max_batches=2, device="cpu")

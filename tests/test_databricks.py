@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from databricks_loopback import Workspace
 from helpers import ROOT, project_snapshot, python_env
-from neuroflow.envs import read_pins
+from neuroflow.tracking.pins import read_pins
 
 TOKEN = "dapi-loopback-secret-0123456789"
 CLUSTER = json.loads((ROOT / "databricks" / "cluster-cpu.json").read_text())
@@ -134,7 +134,7 @@ def assert_token_nowhere(client: MlflowClient, workspace: Workspace, folder: Pat
 
 def submit(workspace: Workspace, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "neuroflow.databricks", *args],
+        [sys.executable, "-m", "neuroflow.platforms.databricks", *args],
         cwd=cwd,
         env=client_env(workspace),
         capture_output=True,
@@ -144,9 +144,10 @@ def submit(workspace: Workspace, *args: str, cwd: Path = ROOT) -> subprocess.Com
 
 
 def refused(workspace: Workspace, *args: str) -> tuple[int, str]:
-    """`python -m neuroflow.databricks args...` run in this process, with the client's
+    """`python -m neuroflow.platforms.databricks args...` run in this process, with the client's
     environment, as the command runs it: (exit code, stderr)."""
-    from neuroflow import cli, databricks
+    from neuroflow import cli
+    from neuroflow.platforms import databricks
 
     job = args[:1] == ("job",)
     command, args = (databricks.submit_job, args[1:]) if job else (databricks.submit, args)
@@ -369,7 +370,7 @@ def interruptible() -> None:
 def test_stopping_the_submit_command_cancels_the_job(workspace, tmp_path):
     project = project_snapshot(tmp_path / "project")
     experiment = f"{JOB_EXPERIMENT}-stopped"
-    command = [sys.executable, "-m", "neuroflow.databricks", "job"]
+    command = [sys.executable, "-m", "neuroflow.platforms.databricks", "job"]
     command += ["--experiment-name", experiment, "-P", "epochs=1", "-P", "max_batches=2"]
     submitter = subprocess.Popen(
         command,
@@ -482,7 +483,7 @@ def test_bad_job_options_are_refused_before_anything_is_sent(idle_workspace, arg
 
 
 def test_the_bundle_resolves_as_a_deploy_would():
-    from neuroflow import bundle
+    from neuroflow.platforms import bundle
 
     job = bundle.job(ROOT / "databricks.yml", "ada@example.com", "prod", {"epochs": "3"})
     assert job.file_path == "/Workspace/Shared/.bundle/neuroflow/prod/files"

@@ -14,11 +14,12 @@ from mlflow import MlflowClient
 from helpers import copy_of, synthetic_digits
 from neuroflow.data.idx import write_idx
 from neuroflow.errors import NeuroflowError, RunLookupError
+from neuroflow.families import CNNConfig, DCGANConfig
 from neuroflow.jobs.preprocess import preprocess
 from neuroflow.jobs.register import register
 from neuroflow.jobs.train_classifier import train_classifier
 from neuroflow.jobs.train_dcgan import train_dcgan
-from neuroflow.settings import CNNConfig, DCGANConfig, GANTrainConfig, PrepareConfig, TrainConfig
+from neuroflow.settings import GANTrainConfig, PrepareConfig, TrainConfig
 
 SMALL = DCGANConfig(latent_dim=8, width=4)
 FAST = GANTrainConfig(epochs=2, batch_size=32, max_batches=2, device="cpu")

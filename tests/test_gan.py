@@ -9,6 +9,7 @@ import torch
 
 from helpers import synthetic_digits
 from neuroflow.errors import TrainingError
+from neuroflow.families import DCGANConfig
 from neuroflow.models.dcgan import (
     Discriminator,
     Generator,
@@ -16,7 +17,7 @@ from neuroflow.models.dcgan import (
     check_image_shape,
     init_weights,
 )
-from neuroflow.settings import DCGANConfig, GANTrainConfig
+from neuroflow.settings import GANTrainConfig
 from neuroflow.training import gan
 
 SMALL = DCGANConfig(latent_dim=8, width=4)

@@ -12,9 +12,10 @@ from mlflow import MlflowClient
 
 from neuroflow.data.prepared import load_prepared
 from neuroflow.errors import RunLookupError
+from neuroflow.families import CNNConfig, MLPConfig, RNNConfig
 from neuroflow.jobs.preprocess import preprocess
 from neuroflow.jobs.train_classifier import train_classifier
-from neuroflow.settings import CNNConfig, MLPConfig, PrepareConfig, RNNConfig, TrainConfig
+from neuroflow.settings import PrepareConfig, TrainConfig
 
 FAST = TrainConfig(epochs=2, batch_size=64, max_batches=3, device="cpu")
 SMALL_CNN = CNNConfig(channels=(8, 16), hidden=32)

@@ -12,9 +12,10 @@ from mlflow import MlflowClient
 
 from browser import ARTIFACTS, visit
 from helpers import copy_of
+from neuroflow.families import CNNConfig
 from neuroflow.jobs.register import register
 from neuroflow.jobs.train_classifier import train_classifier
-from neuroflow.settings import CNNConfig, TrainConfig
+from neuroflow.settings import TrainConfig
 from neuroflow.tracking.card import CARD
 
 SMALL = CNNConfig(channels=(4, 8), hidden=16)
@@ -87,8 +88,9 @@ def test_the_card_renders_in_a_browser_without_errors_or_requests(registered_sto
 
 
 def test_a_dcgan_card_shows_its_samples_and_score_curves(prepared):
+    from neuroflow.families import DCGANConfig
     from neuroflow.jobs.train_dcgan import train_dcgan
-    from neuroflow.settings import DCGANConfig, GANTrainConfig
+    from neuroflow.settings import GANTrainConfig
 
     config = GANTrainConfig(epochs=2, batch_size=32, max_batches=2, device="cpu")
     with mlflow.start_run() as training:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from neuroflow.families import CLASSIFIERS
+from neuroflow.families import CLASSIFIERS, RNN_CELLS, CNNConfig, MLPConfig, RNNConfig
 from neuroflow.models.build import build_classifier
 from neuroflow.models.classifier import ImageClassifier, Standardize
-from neuroflow.settings import MODELS, RNN_CELLS, CNNConfig, MLPConfig, RNNConfig
+from neuroflow.settings import MODELS
 
 MEAN, STD = 0.1307, 0.3081  # MNIST's pixel statistics, as preprocessing measures them
 CLASSES = list(range(10))

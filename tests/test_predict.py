@@ -12,10 +12,11 @@ import pytest
 
 from helpers import copy_of, synthetic_digits, write_idx_folder
 from neuroflow.errors import NeuroflowError
+from neuroflow.families import CNNConfig
 from neuroflow.jobs.predict import PREDICTIONS, predict
 from neuroflow.jobs.register import register
 from neuroflow.jobs.train_classifier import train_classifier
-from neuroflow.settings import CNNConfig, PredictConfig, TrainConfig
+from neuroflow.settings import PredictConfig, TrainConfig
 
 MODEL = "models:/idx_cnn@challenger"
 

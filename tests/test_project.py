@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from helpers import ROOT, project_snapshot
-from neuroflow.envs import expected_files, read_pins
 from neuroflow.families import FAMILIES
 from neuroflow.mlproject import entry_points, render
+from neuroflow.platforms.envs import expected_files
+from neuroflow.tracking.pins import read_pins
 
 ENTRY_POINTS = entry_points()
 MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())

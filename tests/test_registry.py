@@ -11,11 +11,11 @@ from mlflow import MlflowClient
 
 from helpers import copy_of
 from neuroflow.errors import RunLookupError
-from neuroflow.families import ACCURACY, FID
+from neuroflow.families import ACCURACY, FID, CNNConfig
 from neuroflow.jobs.promote import promote
 from neuroflow.jobs.register import register
 from neuroflow.jobs.train_classifier import train_classifier
-from neuroflow.settings import CNNConfig, TrainConfig
+from neuroflow.settings import TrainConfig
 from neuroflow.tracking.registry import RECORDED_TAGS, decide
 
 SMALL = CNNConfig(channels=(4, 8), hidden=16)

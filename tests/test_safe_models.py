@@ -15,17 +15,11 @@ import pytest
 import torch
 
 from helpers import copy_of
+from neuroflow.families import CNNConfig, DCGANConfig, MLPConfig, RNNConfig
 from neuroflow.jobs.register import register
 from neuroflow.jobs.train_classifier import train_classifier
 from neuroflow.jobs.train_dcgan import train_dcgan
-from neuroflow.settings import (
-    CNNConfig,
-    DCGANConfig,
-    GANTrainConfig,
-    MLPConfig,
-    RNNConfig,
-    TrainConfig,
-)
+from neuroflow.settings import GANTrainConfig, TrainConfig
 from neuroflow.tracking.models import load_model
 
 CLASSIFIERS = {

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from neuroflow.families import CNNConfig
 from neuroflow.models.build import build_classifier
-from neuroflow.settings import CNNConfig
 from neuroflow.training.sample_quality import class_coverage, fid, inception_score, judge, score
 
 

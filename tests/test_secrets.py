@@ -13,7 +13,7 @@ import pytest
 from neuroflow.tracking.lineage import provenance_tags
 from neuroflow.tracking.runs import log_params_once
 from neuroflow.tracking.secrets import scrub, secret_values
-from neuroflow.tracking.uris import check_data_value
+from neuroflow.uris import check_data_value
 
 # --- secrets -------------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos import databricks_pb2
 
 from neuroflow import cli
-from neuroflow.server import launch, postgres, users
+from neuroflow.platforms import postgres
+from neuroflow.server import launch, users
 from neuroflow.server.roles import CREATORS, RELEASED_ALIASES, RELEASER, ROLES
 from neuroflow.tracking.registry import CHAMPION
 

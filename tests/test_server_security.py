@@ -138,7 +138,7 @@ def team(postgres_role, tmp_path_factory) -> Team:
     """`make postgres` and `make server` with a throwaway role and databases, TLS on, job
     execution and extra workers off (only to spare 2 cores); an admin, and a reader, a trainer
     and a releaser added with `python -m neuroflow.server users add`."""
-    from neuroflow.server import postgres as pg
+    from neuroflow.platforms import postgres as pg
 
     folder = tmp_path_factory.mktemp("team")
     folder.chmod(0o700)

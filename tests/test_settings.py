@@ -11,19 +11,16 @@ import pytest
 from neuroflow import cli
 from neuroflow.config import kind, settings
 from neuroflow.errors import ConfigError
+from neuroflow.families import CNNConfig, DCGANConfig, MLPConfig, RNNConfig
 from neuroflow.settings import (
     MODELS,
     TRAINING,
-    CNNConfig,
-    DCGANConfig,
     GANTrainConfig,
     Inputs,
-    MLPConfig,
     PipelineConfig,
     PrepareConfig,
     PromoteConfig,
     RegisterConfig,
-    RNNConfig,
     TrainConfig,
 )
 

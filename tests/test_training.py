@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from helpers import synthetic_digits
 from neuroflow.errors import NeuroflowError, TrainingError
+from neuroflow.families import CNNConfig, MLPConfig
 from neuroflow.models.build import build_classifier
-from neuroflow.settings import CNNConfig, MLPConfig, TrainConfig
+from neuroflow.settings import TrainConfig
 from neuroflow.training import classifier as loop
 from neuroflow.training.classifier import Evaluation, evaluate, fit, make_optimizer, to_device
 from neuroflow.training.device import resolve_device, seed_everything

@@ -82,8 +82,8 @@ def uc(tracking, monkeypatch):
 @pytest.fixture
 def trained(tracking) -> str:
     """A finished CNN training run, as train_cnn leaves it, minus the training."""
+    from neuroflow.families import CNNConfig
     from neuroflow.models.build import build_classifier
-    from neuroflow.settings import CNNConfig
     from neuroflow.tracking.models import log_classifier
 
     with mlflow.start_run() as data_run:

@@ -60,7 +60,7 @@ def open_inputs(data: str, rule: InputRule, download=None) -> Inputs:
 
 
 def _is_run_id(value: str) -> bool:
-    from neuroflow.tracking.uris import RUN_ID
+    from neuroflow.uris import RUN_ID
 
     return bool(RUN_ID.match(value))
 

@@ -25,7 +25,6 @@ from neuroflow.data.framing import InputRule
 from neuroflow.data.sources import Part, Source
 from neuroflow.data.splits import stratified_split
 from neuroflow.errors import DataError
-from neuroflow.settings import PrepareConfig
 
 SPLITS = ("train", "val", "test")
 FORMAT = 2
@@ -72,10 +71,11 @@ class Prepared:
         return self.meta["normalization"]["std"]
 
 
-def prepare(source: Source, out_dir: Path, config: PrepareConfig, fingerprint: str = "") -> dict:
-    """Split `source`, bring it to image_size (the digits framed as MNIST's, unless
-    mnist_framing is off; see neuroflow.data.framing), write the prepared folder; return its
-    metadata, which records the source's `fingerprint` (neuroflow.data.fingerprint)."""
+def prepare(source: Source, out_dir: Path, config, fingerprint: str = "") -> dict:
+    """Split `source` as `config` (a neuroflow.settings.PrepareConfig) says, bring it to
+    image_size (the digits framed as MNIST's, unless mnist_framing is off; see
+    neuroflow.data.framing), write the prepared folder; return its metadata, which records the
+    source's `fingerprint` (neuroflow.data.fingerprint)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     pool = [p for p in source.parts if not p.official_test]
     official_test = [p for p in source.parts if p.official_test]

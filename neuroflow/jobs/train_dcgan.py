@@ -16,12 +16,13 @@ from mlflow.exceptions import MlflowException
 
 from neuroflow.data.prepared import Prepared, load_prepared
 from neuroflow.errors import NeuroflowError, RunLookupError, TrainingError
+from neuroflow.families import CNNConfig, DCGANConfig
 from neuroflow.jobs.preprocess import preprocess_nested
 from neuroflow.jobs.train_classifier import Watch, train_classifier
 from neuroflow.models.build import build_gan
 from neuroflow.models.classifier import ImageClassifier
 from neuroflow.models.dcgan import ImageGenerator, check_image_shape
-from neuroflow.settings import CNNConfig, DCGANConfig, GANTrainConfig, TrainConfig
+from neuroflow.settings import GANTrainConfig, TrainConfig
 from neuroflow.tracking import plots
 from neuroflow.tracking.checkpoints import Resume, Uploader, find_start
 from neuroflow.tracking.lineage import log_splits, provenance_tags

@@ -1,4 +1,4 @@
-"""Networks built from their configs (neuroflow.settings), the family chosen by name from its
+"""Networks built from their configs, the family chosen by name from its
 registration (neuroflow.families). A logged model stores its config, so the same call rebuilds
 it. Imports torch."""
 
@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from neuroflow.families import CLASSIFIER, network, registered
+from neuroflow.families import CLASSIFIER, DCGANConfig, family_named, network, registered
 from neuroflow.models.classifier import ImageClassifier, Standardize
 from neuroflow.models.dcgan import Discriminator, Generator, ImageGenerator, init_weights
-from neuroflow.settings import MODELS, DCGANConfig
 
 
 def build_classifier(
@@ -25,7 +24,7 @@ def build_classifier(
     """An ImageClassifier of `family`; `config` is its config dataclass, or that as a dict.
     `input_rule` and `dataset` say how its data was prepared and which dataset it is."""
     if isinstance(config, dict):
-        config = MODELS[family](**config)
+        config = family_named(family).config(**config)
     net = network(family)(config, tuple(image_shape), len(classes))  # its registered network
     standardize = Standardize(image_shape, mean, std)
     return ImageClassifier(family, asdict(config), net, standardize, classes, input_rule, dataset)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neuroflow.settings import CNNConfig
+from neuroflow.families import CNNConfig
 
 FIRST_KERNEL, KERNEL = 5, 3
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neuroflow.settings import DCGANConfig
+from neuroflow.families import DCGANConfig
 
 
 def check_image_shape(image_shape: tuple[int, int]) -> None:

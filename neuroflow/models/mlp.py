@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from neuroflow.settings import MLPConfig
+from neuroflow.families import MLPConfig
 
 
 class MLP(nn.Module):

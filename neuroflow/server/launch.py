@@ -29,7 +29,7 @@ from pathlib import Path
 
 import click
 
-from neuroflow.server import postgres
+from neuroflow.platforms import postgres
 
 ADMIN_PASSWORD = "MLFLOW_AUTH_ADMIN_PASSWORD"
 SECRET_KEY = "MLFLOW_FLASK_SERVER_SECRET_KEY"

@@ -15,7 +15,6 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 
 import neuroflow
-from neuroflow.envs import read_pins
 from neuroflow.errors import RunLookupError
 from neuroflow.tracking import digests
 from neuroflow.tracking.digests import ModelFilesError, Recorded, file_sha256
@@ -29,6 +28,7 @@ from neuroflow.tracking.networks import (
     load_network,
     save_network,
 )
+from neuroflow.tracking.pins import read_pins
 
 MODEL_NAME = "model"  # the name every trainer logs its model under
 MODEL_CODE = Path(__file__).with_name("model_code.py")  # what MLflow runs to load one

@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 from neuroflow.config import text
 from neuroflow.errors import RunLookupError
 from neuroflow.tracking.secrets import scrub
-from neuroflow.tracking.uris import RUNS_URI
+from neuroflow.uris import RUNS_URI
 
 STEP_TAG = "step"  # the entry point a run belongs to: preprocess, train_cnn, ...
 FAMILY_TAG = "family"

@@ -1,7 +1,7 @@
 """A team's PostgreSQL on this machine: Debian's cluster started if it is down, and a role with
 its databases created where missing, so running it again changes nothing.
 
-    python -m neuroflow.server.postgres --port 5432 --user neuroflow mlflow mlflow_auth optuna
+    python -m neuroflow.platforms.postgres --port 5432 --user neuroflow mlflow mlflow_auth optuna
 
 `make postgres` and `make server` run it. There is no default password. A role that exists is
 left as it is, its password included, so a live server that logs in as it keeps working. A role

@@ -1,15 +1,16 @@
 """Run on Databricks, after checking all that can be checked on this side.
 
-    python -m neuroflow.databricks databricks/cluster-gpu.json -e train_cnn -P nproc=4
-    python -m neuroflow.databricks job -P epochs=3
+    python -m neuroflow.platforms.databricks databricks/cluster-gpu.json -e train_cnn -P nproc=4
+    python -m neuroflow.platforms.databricks job -P epochs=3
 
 The first runs one entry point with `mlflow run -b databricks`. Before anything is uploaded or
 started it checks the backend config (valid JSON, a new_cluster, no existing_cluster_id) and the
 parameters, with the entry point's own options.
 
 The second submits the pipeline as the multi-task job of databricks.yml through databricks-sdk
-(neuroflow.bundle checks it first): the project's files go where `databricks bundle deploy` puts
-them, and every task's run nests under one run for the job, which ends as the job does.
+(neuroflow.platforms.bundle checks it first): the project's files go where `databricks bundle
+deploy` puts them, and every task's run nests under one run for the job, which ends as the job
+does.
 
 Both send a clean clone of the committed code, so the workspace holds exactly the code of a
 commit, which the runs record, and no local store, environment or stray file goes with it.
@@ -29,8 +30,9 @@ from pathlib import Path
 
 import click
 
-from neuroflow import bundle, cli, tasks
-from neuroflow.envs import ROOT
+from neuroflow import cli
+from neuroflow.platforms import bundle
+from neuroflow.tracking.pins import ROOT
 
 
 def check_backend_config(path: str) -> dict:
@@ -189,7 +191,7 @@ def submit_job(bundle_path, target, job_key, params, experiment_name, profile, t
             upload(workspace, clean_clone(Path(tmp) / "neuroflow"), job_spec.file_path)
         for task in job_spec.tasks:
             env = task["new_cluster"].setdefault("spark_env_vars", {})
-            env.update({"MLFLOW_EXPERIMENT_NAME": job_spec.experiment, tasks.PARENT_RUN: parent})
+            env.update({"MLFLOW_EXPERIMENT_NAME": job_spec.experiment, cli.PARENT_RUN: parent})
         from databricks.sdk.service.jobs import SubmitTask
 
         submitted = workspace.jobs.submit(

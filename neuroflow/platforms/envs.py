@@ -1,37 +1,17 @@
 """conda.yaml, python_env.yaml and the Databricks clusters' libraries, from requirements.txt.
 
 requirements.txt is the one place versions are pinned; its `# python==X.Y.Z` line pins the
-interpreter. Run `python -m neuroflow.envs` (or `make envs`) after editing it.
+interpreter. Run `python -m neuroflow.platforms.envs` (or `make envs`) after editing it.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PINS = ROOT / "requirements.txt"
+from neuroflow.tracking.pins import ROOT, read_pins
+
 HEADER = "# Generated from requirements.txt by `make envs`. Edit the pins there, not here.\n"
-
-_PYTHON_PIN = re.compile(r"^#\s*python==(\d+\.\d+\.\d+)\s*$")
-_PACKAGE_PIN = re.compile(r"^[A-Za-z0-9_.\-\[\]]+==[^\s#]+$")
-
-
-def read_pins(path: Path = PINS) -> tuple[str, list[str]]:
-    """Return (python version, ["package==version", ...]) from a requirements file."""
-    python, packages = None, []
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if match := _PYTHON_PIN.match(line):
-            python = match.group(1)
-        elif line and not line.startswith("#"):
-            if not _PACKAGE_PIN.match(line):
-                raise ValueError(f"{path.name}: {line!r} is not an exact 'name==version' pin")
-            packages.append(line)
-    if python is None:
-        raise ValueError(f"{path.name}: missing the '# python==X.Y.Z' line")
-    return python, packages
 
 
 def conda_yaml(python: str, packages: list[str]) -> str:
