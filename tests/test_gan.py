@@ -138,3 +138,19 @@ def test_a_last_batch_of_one_image_is_left_out():
     config = GANTrainConfig(epochs=1, batch_size=16)
     history = gan.fit_gan(generator, critic, images, config, 8)
     assert len(history) == 1 and all(math.isfinite(v) for v in history[0].values())
+
+
+def test_a_sample_grid_lays_the_images_out_as_torchvisions_make_grid_does():
+    import numpy as np
+
+    from neuroflow.tracking.plots import grid
+
+    pixels = np.stack([np.full((3, 4), value, np.float32) for value in (10.4, 20.6, 300.0)])
+    drawn = grid(pixels, columns=2)  # 2 rows of 2, the last place empty
+    assert drawn.shape == (2 * (3 + 2) + 2, 2 * (4 + 2) + 2) and drawn.dtype == np.uint8
+    assert (drawn[2:5, 2:6] == 10).all() and (drawn[2:5, 8:12] == 21).all()  # rounded
+    assert (drawn[7:10, 2:6] == 255).all()  # clipped to 0..255
+    images = np.zeros_like(drawn, bool)
+    for top, left in ((2, 2), (2, 8), (7, 2)):
+        images[top : top + 3, left : left + 4] = True
+    assert (drawn[~images] == 255).all()  # white gaps around and between, and the empty place
