@@ -51,13 +51,15 @@ LONGEST_FIRST = (
     "test_server_security.py",
     "test_spark.py",
     "test_data_identity.py",
-    "test_registry.py",
     "test_bad_input.py",
     "test_tune.py",
+    "test_registry.py",
     "test_dcgan_job.py",
     "test_safe_models.py",
     "test_jobs.py",
     "test_predict.py",
+    "test_cache.py",
+    "test_model_card.py",
 )
 
 
@@ -79,6 +81,29 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", "printed by the slow tests")
         for nodeid, line in printed:
             terminalreporter.write_line(f"{nodeid}: {line}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mlflow_evaluation_draws_no_confusion_matrix():
+    """MLflow's evaluation draws a confusion matrix with pyplot for every version promote
+    scores: half a second each, over 10 s of the fast tier, for a picture no test but one looks
+    at. In this process it is left undrawn; that test asks for `draws_confusion_matrix`, and
+    every `mlflow run` (the slow tier's) draws it as users see it."""
+    from mlflow.models.evaluation.evaluators.classifier import ClassifierEvaluator
+
+    drawn = ClassifierEvaluator._log_confusion_matrix
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ClassifierEvaluator, "_log_confusion_matrix", lambda self: None)
+        yield drawn
+
+
+@pytest.fixture
+def draws_confusion_matrix(monkeypatch, _mlflow_evaluation_draws_no_confusion_matrix):
+    """MLflow's evaluation as users run it, its confusion matrix drawn."""
+    from mlflow.models.evaluation.evaluators.classifier import ClassifierEvaluator
+
+    drawn = _mlflow_evaluation_draws_no_confusion_matrix
+    monkeypatch.setattr(ClassifierEvaluator, "_log_confusion_matrix", drawn)
 
 
 @pytest.fixture(autouse=True)

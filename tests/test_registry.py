@@ -152,7 +152,9 @@ def test_first_promotion_makes_the_candidate_champion(trained):
     assert table["columns"] == ["role", "version", "test_accuracy"]
 
 
-def test_promote_scores_each_version_with_mlflows_standard_evaluation(trained):
+def test_promote_scores_each_version_with_mlflows_standard_evaluation(
+    trained, draws_confusion_matrix
+):
     register_run(trained.good)
     promote_version()
     register_run(trained.bad)
