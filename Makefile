@@ -13,9 +13,14 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 PYTEST_ARGS ?=
 # pytest-xdist: one worker per core, each test file kept whole on one worker (its module
-# fixtures are built once). WORKERS=1 runs the suite in this process.
+# fixtures are built once), the longest files first (tests/conftest.py: LONGEST_FIRST; xdist
+# would otherwise order them by their count of tests). WORKERS=1 runs the suite in this process.
 WORKERS ?= auto
-PYTEST := python -m pytest $(if $(filter 1,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
+# PYTHONDONTWRITEBYTECODE emptied: pytest then keeps the test files as it rewrote them for its
+# assertions (tests/__pycache__, ignored by git); without them every worker rewrites every test
+# file again, 2 s of each worker's start.
+PYTEST := PYTHONDONTWRITEBYTECODE= python -m pytest \
+	$(if $(filter 1,$(WORKERS)),,-n $(WORKERS) --dist loadfile --no-loadscope-reorder)
 # `make server`: MLflow with authentication on SERVER_HOST:SERVER_PORT (localhost unless told
 # otherwise; another host needs ALLOWED_HOSTS, the names teammates reach it by). Its runs live
 # in the PostgreSQL database PG_TRACKING_DB, its users in PG_AUTH_DB, tune's shared studies in
