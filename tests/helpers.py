@@ -143,14 +143,30 @@ def project_snapshot(dest: Path) -> Path:
     return dest
 
 
+# Where the empty stores are kept between runs, one per version of MLflow and of what migrates
+# its tables: creating the tables costs 1-2 s, in each worker of each run; copying, milliseconds.
+EMPTY_STORES = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "neuroflow"
+
+
 @functools.cache
 def _empty_store() -> Path:
-    """An sqlite store as MLflow creates it, made once per process: creating its tables costs
-    1-2 s, copying the file a few milliseconds."""
-    folder = Path(tempfile.mkdtemp(prefix="neuroflow-empty-store-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
-    return folder / "mlflow.db"
+    """An sqlite store as MLflow creates it, made once for these versions of MLflow, SQLAlchemy
+    and Alembic (in EMPTY_STORES), and by whichever process comes first."""
+    import alembic
+    import mlflow
+    import sqlalchemy
+
+    versions = f"mlflow-{mlflow.__version__}-sqlalchemy-{sqlalchemy.__version__}"
+    kept = EMPTY_STORES / f"empty-store-{versions}-alembic-{alembic.__version__}.db"
+    if not kept.exists():
+        folder = Path(tempfile.mkdtemp(prefix="neuroflow-empty-store-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        made = kept.with_name(f"{kept.name}.{os.getpid()}")
+        shutil.copyfile(folder / "mlflow.db", made)
+        made.replace(kept)  # whole, or not at all: another worker may be making it too
+    return kept
 
 
 def new_store(folder: Path) -> str:
