@@ -115,7 +115,8 @@ def test_a_bad_space_is_refused_with_its_setting_named(tmp_path, space, message)
     assert error.value.fields == (next(iter(space)),)
 
 
-@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+@pytest.mark.slow  # a second worker process, importing torch, MLflow and Optuna afresh
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_two_workers_share_one_study_and_run_every_trial_once(
     prepared, small_space, tmp_path, request, database
 ):
