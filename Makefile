@@ -83,9 +83,13 @@ server: postgres
 		$(if $(filter true,$(TLS_BY_PROXY)),--tls-by-proxy) \
 		$(if $(SERVER_WORKERS),--workers $(SERVER_WORKERS))
 
-# The fast tier, for every edit: in-process tests on tiny data, about a minute on 2 cores.
+# The fast tier, for every edit: in-process tests on tiny data, 80-90 s on 2 cores. Its
+# throwaway stores and files go to memory where /dev/shm is mounted: MLflow's sqlite store
+# syncs each write to disk, a tenth of the tier's time on a disk. pytest keeps only the
+# folders of tests that failed.
+FAST_TMP := $(if $(wildcard /dev/shm/.),/dev/shm)
 check: setup lint
-	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
+	$(if $(FAST_TMP),TMPDIR=$(FAST_TMP)) $(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 # Both tiers: the fast one and the end-to-end tests (the real `mlflow run`, servers, serving,
 # notebooks, env managers). What CI runs.
