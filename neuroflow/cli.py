@@ -77,13 +77,20 @@ def flag(name: str) -> str:
 
 
 def check_data_dir(dataset: str, data_dir: str) -> None:
-    """dataset idx reads a folder or an archive of IDX files: refuse a data_dir that is neither
-    (preprocess and main, before any run of theirs starts)."""
+    """dataset idx reads a folder or an archive of IDX files, dataset folder a folder of
+    pictures: refuse a data_dir that is not one (preprocess and main, before any run of theirs
+    starts)."""
     path = Path(data_dir).expanduser().resolve()
     if dataset == "idx" and not (path.is_dir() or archives.is_archive(path)):
         raise click.BadParameter(
             f"{data_dir!r} is not a folder or an archive; dataset idx needs a folder of "
             f"IDX files or an archive of them ({', '.join(archives.SUFFIXES)})",
+            param_hint="'--data-dir'",
+        )
+    if dataset == "folder" and not path.is_dir():
+        raise click.BadParameter(
+            f"{data_dir!r} is not a folder; dataset folder needs a folder of pictures by "
+            "class (<class>/<image>, or train/, val/ and test/ of them)",
             param_hint="'--data-dir'",
         )
 

@@ -42,7 +42,8 @@ DATASET = Setting("digits", choices=DATASETS, help="digits is bundled with sciki
 DATA_DIR = Setting(
     "~/.cache/neuroflow/datasets",
     help="for dataset=idx, a folder or a .zip, .tar, .tar.gz or .tgz archive of IDX files; "
-    "for the MNIST family, where it is downloaded to and read from",
+    "for dataset=folder, a folder of pictures by class (<class>/<image>, or train/, val/ and "
+    "test/ of them); for the MNIST family, where it is downloaded to and read from",
 )
 FRACTION = Setting(low=0, high=1, low_open=True, high_open=True)  # strictly between 0 and 1
 CATALOG = Setting("", help="Unity Catalog catalog (registry URI databricks-uc)")

@@ -23,6 +23,8 @@ NO_RUN = "0" * 32  # a well-formed run id that no store holds
 
 def bad_folders(root: Path) -> dict[str, Path]:
     """IDX folders that are each wrong in one way, a plain file, and a path that is not there."""
+    from PIL import Image
+
     from neuroflow.data.idx import write_idx
 
     images, labels = synthetic_digits(50)
@@ -30,6 +32,11 @@ def bad_folders(root: Path) -> dict[str, Path]:
     folders = {name: root / name for name in names}
     for folder in folders.values():
         folder.mkdir()
+    one_class = root / "one_class" / "cat"  # pictures by class, of one class only
+    one_class.mkdir(parents=True)
+    for index, image in enumerate(images[:5]):
+        Image.fromarray(image).save(one_class / f"{index}.png")
+    folders["one_class"] = one_class.parent
     truncated = folders["truncated"] / "train-images-idx3-ubyte"
     write_idx(truncated, images)
     write_idx(folders["truncated"] / "train-labels-idx1-ubyte", labels)
@@ -172,6 +179,16 @@ ROWS = [
         {"dataset": "idx", "data_dir": "{plain_file}"},
         "'{plain_file}' is not a folder",
         "dataset idx needs a folder of IDX files",
+    ),
+    row(
+        "preprocess",
+        {"dataset": "folder", "data_dir": "{plain_file}"},
+        "'{plain_file}' is not a folder; dataset folder needs a folder of pictures by class",
+    ),
+    row(
+        "preprocess",
+        {"dataset": "folder", "data_dir": "{one_class}"},
+        "has only class 'cat'; expected a folder per class, two or more",
     ),
     row(
         "preprocess",

@@ -1,8 +1,9 @@
 """A source's fingerprint: what the step cache knows of the data's content before preprocess
 reads it, so that changed images re-run preprocess and everything after it.
 
-- A folder (IDX files, the MNIST family's raw files): every file's path, size and content, or,
-  when the folder holds more than HASH_LIMIT bytes, its path, size and modification time.
+- A folder (IDX files, pictures by class, the MNIST family's raw files): every file's path,
+  size and content, or, when the folder holds more than HASH_LIMIT bytes, its path, size and
+  modification time.
 - An archive or any other single file: its sha256.
 - The bundled digits: the version of scikit-learn, which bundles them.
 
@@ -26,7 +27,7 @@ def fingerprint(dataset: str, data_dir: str) -> str | None:
 
         return _hex("package", f"scikit-learn=={version('scikit-learn')}".encode())
     path = Path(data_dir).expanduser().resolve()
-    if dataset != "idx":  # the MNIST family: its raw IDX files (see sources._torchvision)
+    if dataset not in ("idx", "folder"):  # the MNIST family: its raw IDX files (sources.py)
         from neuroflow.data.sources import TORCHVISION
 
         path = path / TORCHVISION[dataset][0] / "raw"

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 BOX = 20 / 28  # the share of the frame a digit's longer side takes in MNIST
-FRAMINGS = ("mnist", "none")
+FRAMINGS = ("mnist", "none", "pad")
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,9 @@ class InputRule:
        paper) is inverted, so ink is white on black as in MNIST.
     2. An image at size x size is taken as it is. Any other is framed as MNIST's digits were
        (framing "mnist": cropped to its ink, fitted to 20/28 of the frame, centred on its
-       centre of mass) or resized, antialiased bilinear (framing "none").
+       centre of mass), resized, antialiased bilinear (framing "none"), or fitted whole into
+       the frame with its aspect kept, antialiased bilinear, centred, and the rest of the
+       frame black (framing "pad": a team's own pictures, of any size and shape).
     """
 
     size: int
@@ -33,8 +35,10 @@ class InputRule:
 
     @classmethod
     def for_source(cls, dataset: str, size: int, mnist_framing: bool) -> InputRule:
-        """The digits are framed (unless mnist_framing is off); every other source, already
-        MNIST-like or not, is resized."""
+        """The digits are framed (unless mnist_framing is off); a folder's pictures are fitted
+        and padded; every other source, MNIST-like, is resized."""
+        if dataset == "folder":
+            return cls(size, "pad")
         framed = mnist_framing and dataset == "digits"
         return cls(size, "mnist" if framed else "none", invert_light_background=framed)
 
@@ -65,6 +69,8 @@ class InputRule:
         pixels = np.clip(np.rint(images), 0, 255).astype(np.uint8)
         if self.framing == "mnist":
             return frame_like_mnist(pixels, self.size)
+        if self.framing == "pad":
+            return fit_and_pad(pixels, self.size)
         return resize(pixels, self.size)
 
 
@@ -124,3 +130,26 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
         batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False
     )
     return out.round_().clamp_(0, 255).to(torch.uint8).squeeze(1).numpy()
+
+
+def fit_and_pad(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W) uint8 -> (N, size, size) uint8: each image scaled, antialiased bilinear, until
+    its longer side is `size`, its aspect kept, and centred on black."""
+    height, width = images.shape[1:]
+    scale = size / max(height, width)
+    fitted = (max(1, round(height * scale)), max(1, round(width * scale)))
+    if fitted == (height, width):
+        scaled = images
+    else:
+        import torch
+        import torch.nn.functional as F
+
+        batch = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).float()
+        out = F.interpolate(
+            batch, size=fitted, mode="bilinear", antialias=True, align_corners=False
+        )
+        scaled = out.round_().clamp_(0, 255).to(torch.uint8).squeeze(1).numpy()  # (N, h, w)
+    framed = np.zeros((len(images), size, size), np.uint8)
+    top, left = (size - fitted[0]) // 2, (size - fitted[1]) // 2
+    framed[:, top : top + fitted[0], left : left + fitted[1]] = scaled
+    return framed

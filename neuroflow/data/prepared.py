@@ -77,22 +77,26 @@ def prepare(source: Source, out_dir: Path, config, fingerprint: str = "") -> dic
     neuroflow.data.framing), write the prepared folder; return its metadata, which records the
     source's `fingerprint` (neuroflow.data.fingerprint)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    pool = [p for p in source.parts if not p.official_test]
-    official_test = [p for p in source.parts if p.official_test]
-    fractions = {"val": config.val_fraction}
-    if not official_test:
-        fractions["test"] = config.test_fraction
+    given = {  # splits the source gives as they are: an official test split, a validation one
+        "test": [p for p in source.parts if p.official_test],
+        "val": [p for p in source.parts if p.validation],
+    }
+    pool = [p for p in source.parts if not (p.official_test or p.validation)]
+    fractions = {"val": config.val_fraction, "test": config.test_fraction}
+    fractions = {split: f for split, f in fractions.items() if not given[split]}
     labels = np.concatenate([p.labels for p in pool])
     indices = stratified_split(labels, fractions, config.seed)
-    if official_test:
-        indices["test"] = np.arange(sum(len(p.labels) for p in official_test))
+    sources = {split: pool for split in SPLITS}
+    for split, parts in given.items():
+        if parts:
+            sources[split] = parts
+            indices[split] = np.arange(sum(len(p.labels) for p in parts))
 
     size, num_classes, splits = config.image_size, len(source.classes), {}
     rule = InputRule.for_source(source.name, size, config.mnist_framing)
     for split in SPLITS:
-        parts = official_test if split == "test" and official_test else pool
         chosen = indices[split]
-        splits[split] = _write_split(out_dir, split, parts, chosen, rule, num_classes)
+        splits[split] = _write_split(out_dir, split, sources[split], chosen, rule, num_classes)
     mean, std = _pixel_stats(np.load(out_dir / "train-images.npy", mmap_mode="r"))
     meta = {
         "format": FORMAT,
@@ -103,7 +107,8 @@ def prepare(source: Source, out_dir: Path, config, fingerprint: str = "") -> dic
         "classes": source.classes,
         "image_shape": [size, size],
         "native_shape": list(source.native_shape),
-        "official_test": bool(official_test),
+        "official_test": bool(given["test"]),
+        "given_val": bool(given["val"]),
         "input_rule": rule.to_dict(),
         "normalization": {"mean": mean, "std": std},
         "splits": splits,

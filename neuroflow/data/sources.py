@@ -1,8 +1,9 @@
-"""Where images come from: scikit-learn's digits, the torchvision MNIST family, or IDX files
-in a folder or an archive.
+"""Where images come from: scikit-learn's digits, the torchvision MNIST family, IDX files in a
+folder or an archive, or a team's pictures in a folder by class (neuroflow.data.folders).
 
 A source yields parts, each a block of (N, H, W) uint8 images with (N,) labels, marked as the
-official test split or not. Parts may be memory-mapped; nothing here copies them.
+official test split, a given validation split, or neither. Parts may be memory-mapped or read
+from files as they are indexed; nothing here copies them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from neuroflow.data import archives, idx
+from neuroflow.data import archives, folders, idx
+from neuroflow.data.framing import InputRule
 from neuroflow.errors import DataError
 
 DIGIT_CLASSES = [str(d) for d in range(10)]
@@ -27,7 +29,9 @@ TORCHVISION = {
     ),
     "kmnist": ("KMNIST", ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]),
 }
-DATASETS = ("digits", *TORCHVISION, "idx")  # checked at the door: click.Choice(DATASETS)
+# checked at the door: click.Choice(DATASETS)
+DATASETS = ("digits", *TORCHVISION, "idx", "folder")
+FOLDERS = ("idx", "folder")  # the sources read from data_dir as it is: named after it
 
 
 @dataclass
@@ -36,6 +40,7 @@ class Part:
     labels: np.ndarray  # (N,) integer class ids
     origin: str
     official_test: bool = False
+    validation: bool = False  # a given validation split, used as it is
 
 
 @dataclass
@@ -59,12 +64,16 @@ class Source:
         return any(p.official_test for p in self.parts)
 
 
-def load_source(name: str, data_dir: str) -> Source:
-    """Open dataset `name`; `data_dir` is where torchvision data lives, or the IDX folder or
-    archive."""
+def load_source(name: str, data_dir: str, rule: InputRule | None = None) -> Source:
+    """Open dataset `name`; `data_dir` is where torchvision data lives, the IDX folder or
+    archive, or the folder of pictures. A folder's pictures come out brought to the frame by
+    `rule` as they are read (default: 28 pixels, fitted and padded)."""
     if name == "digits":
         return _digits()
-    path = Path(data_dir).expanduser().resolve()
+    path = Path(data_dir).expanduser()
+    if name == "folder":
+        return _pictures(path, rule or InputRule(28, "pad"))
+    path = path.resolve()
     if name in TORCHVISION:
         return _torchvision(name, path)
     if name == "idx":
@@ -75,9 +84,9 @@ def load_source(name: str, data_dir: str) -> Source:
 
 
 def dataset_title(name: str, data_dir: str) -> str:
-    """Which dataset `name` at `data_dir` is: for idx, the name of its folder or archive
-    (without the archive's suffix), else `name` itself."""
-    if name != "idx":
+    """Which dataset `name` at `data_dir` is: for idx and folder, the name of its folder or
+    archive (without the archive's suffix), else `name` itself."""
+    if name not in FOLDERS:
         return name
     path = Path(data_dir).expanduser().resolve()
     stem = path.name
@@ -95,6 +104,16 @@ def _digits() -> Source:
     images = np.rint(bunch.images * (255 / 16)).astype(np.uint8)
     part = Part(images, bunch.target.astype(np.uint8), "sklearn.datasets.load_digits")
     return Source("digits", "sklearn.datasets.load_digits", [part], DIGIT_CLASSES, "digits")
+
+
+def _pictures(folder: Path, rule: InputRule) -> Source:
+    classes, splits = folders.open_folder(folder, rule)
+    parts = [
+        Part(pictures, labels, split or folder.name, split == "test", split == "val")
+        for split, pictures, labels in splits
+    ]
+    title = dataset_title("folder", str(folder))
+    return Source("folder", folder.resolve().as_uri(), parts, classes, title)
 
 
 def _idx_folder(folder: Path, where: str = "") -> Source:

@@ -9,6 +9,7 @@ import mlflow
 
 from neuroflow.data.fingerprint import TAG as FINGERPRINT_TAG
 from neuroflow.data.fingerprint import fingerprint
+from neuroflow.data.framing import InputRule
 from neuroflow.data.prepared import load_prepared, prepare
 from neuroflow.data.sources import load_source
 from neuroflow.settings import PrepareConfig
@@ -29,7 +30,8 @@ def preprocess(config: PrepareConfig) -> DataRef:
     run_id = mlflow.active_run().info.run_id
     mlflow.set_tags({STEP_TAG: "preprocess", "dataset": config.dataset, **provenance_tags()})
     log_params_once(params_of(config))
-    source = load_source(config.dataset, config.data_dir)
+    rule = InputRule.for_source(config.dataset, config.image_size, config.mnist_framing)
+    source = load_source(config.dataset, config.data_dir, rule)  # a folder's, read by the rule
     # after the source is open, so a download is part of it; the step cache compares it
     source_fingerprint = fingerprint(config.dataset, config.data_dir)
     mlflow.set_tag(FINGERPRINT_TAG, source_fingerprint)

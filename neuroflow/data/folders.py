@@ -1,0 +1,165 @@
+"""A team's own pictures, in a folder by class: torchvision's ImageFolder layout.
+
+    <data_dir>/<class>/<image>                     split into train, val and test by fraction
+    <data_dir>/{train,val,test}/<class>/<image>    the given splits (val and test optional)
+
+Class names are the folder names, sorted; every class needs an image in the training pool and
+there must be two classes or more. Images are PNG, JPEG, BMP or WebP files, at any size, in
+any of these modes, each brought to one 8-bit grey channel (the luma Pillow computes,
+ITU-R 601-2: L = 0.299 R + 0.587 G + 0.114 B):
+
+    L               as it is          RGB, P (palette)   luma
+    1 (bilevel)     0 or 255          RGBA, LA, PA       luma over white: see-through is paper
+    I;16            its top 8 bits    I, F (32-bit)      clipped to 0..255
+
+Within a split, images are ordered by their file name, then their class: files named by a
+running number keep the order they were written in. Nothing is decoded until prepare reads it,
+a batch at a time, so memory stays flat whatever the folder's size. A class folder or an image
+that is a link leading outside data_dir is refused, as is a file that is not a readable image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from neuroflow.errors import DataError
+
+SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+SPLITS = ("train", "val", "test")  # given splits; the pool of a folder without them is "train"
+MIN_SIDE = 8  # pixels: below this a picture holds too little to learn from
+
+
+class Pictures:
+    """(N, size, size) uint8 images read from files only when indexed, each brought to the
+    frame by `rule` (neuroflow.data.framing.InputRule): an array to prepare's reader."""
+
+    def __init__(self, files: list[Path], rule):
+        self.files, self.rule = files, rule
+        self.shape = (len(files), rule.size, rule.size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index) -> np.ndarray:
+        chosen = np.arange(len(self.files))[index]
+        if np.ndim(chosen) == 0:
+            return self.rule.apply(read_picture(self.files[int(chosen)])[None])[0]
+        out = np.empty((len(chosen), *self.shape[1:]), np.uint8)
+        for place, file in enumerate(chosen):
+            out[place] = self.rule.apply(read_picture(self.files[int(file)])[None])[0]
+        return out
+
+
+def read_picture(path: Path) -> np.ndarray:
+    """One picture as (H, W) uint8 grey, by the module's rule for its mode."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()  # a truncated file fails here, not later
+            pixels = _grey(image)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(
+            f"{path} cannot be read as an image ({reason}); expected a PNG, JPEG, BMP or "
+            "WebP picture"
+        ) from None
+    if min(pixels.shape) < MIN_SIDE:
+        raise DataError(
+            f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels; expected at least "
+            f"{MIN_SIDE}x{MIN_SIDE}"
+        )
+    return pixels
+
+
+def _grey(image) -> np.ndarray:
+    from PIL import Image
+
+    mode = image.mode
+    if mode.startswith("I;16"):
+        return (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
+    if mode in ("I", "F"):
+        return np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("RGBA", "LA", "PA"):
+        paper = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(paper, image.convert("RGBA"))
+    return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def open_folder(folder: Path, rule) -> tuple[list[str], list[tuple[str, Pictures, np.ndarray]]]:
+    """The classes of `folder` and its splits: (split, pictures, labels) for each given split,
+    or one ("", ...) for a pool to split by fraction. Raises a one-line DataError for a folder
+    that is not in the layout."""
+    if not folder.is_dir():
+        raise DataError(f"data_dir {folder} does not exist or is not a folder")
+    root = folder.resolve()
+    given = [s for s in SPLITS if (folder / s).is_dir()]
+    if given and "train" not in given:
+        raise DataError(
+            f"data_dir {folder} has {', '.join(given)}/ but no train/; expected train/ beside "
+            "them, or class folders alone"
+        )
+    homes = {s: folder / s for s in given} or {"": folder}
+    listed = {split: _class_files(home, root) for split, home in homes.items()}
+    classes = sorted({name for files in listed.values() for name in files})
+    pool = listed.get("train", listed.get(""))
+    empty = [name for name in classes if not pool.get(name)]
+    if empty:
+        where = homes.get("train", folder)
+        raise DataError(
+            f"class folder {where / empty[0]} holds no images; expected PNG, JPEG, BMP or WebP "
+            "pictures in every class folder"
+        )
+    if len(classes) < 2:
+        found = f"only class {classes[0]!r}" if classes else "no class folders"
+        raise DataError(
+            f"data_dir {folder} has {found}; expected a folder per class, two or more, each "
+            "holding its pictures"
+        )
+    splits = []
+    for split, files in listed.items():
+        ordered = sorted(
+            (path.name, classes.index(name), path)
+            for name, paths in files.items()
+            for path in paths
+        )
+        labels = np.array([label for _, label, _ in ordered], np.int64)
+        splits.append((split, Pictures([path for _, _, path in ordered], rule), labels))
+    return classes, splits
+
+
+def _class_files(home: Path, root: Path) -> dict[str, list[Path]]:
+    """Each class folder under `home` -> its picture files (in subfolders too), each checked to
+    lie inside `root` once links are followed."""
+    classes = {}
+    for entry in sorted(home.iterdir()):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue  # hidden files, and files beside the class folders (a README)
+        _inside(entry, root)
+        files = []
+        for path in sorted(entry.rglob("*")):
+            if path.name.startswith(".") or path.is_dir():
+                continue
+            _inside(path, root)
+            if path.suffix.lower() not in SUFFIXES:
+                raise DataError(
+                    f"{path} is not a picture file; expected only PNG, JPEG, BMP or WebP "
+                    f"files ({', '.join(SUFFIXES)}) in class folders"
+                )
+            files.append(path)
+        classes[entry.name] = files
+    return classes
+
+
+def _inside(path: Path, root: Path) -> None:
+    resolved = path.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise DataError(
+            f"{path} leads to {resolved}, outside data_dir {root}; expected the pictures "
+            "inside data_dir"
+        )
