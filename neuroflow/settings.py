@@ -334,7 +334,7 @@ class PredictConfig(Checked):
     data: str = setting(
         "",
         help="a folder or archive of IDX files, a preprocess run id, a .npy array of (N, H, W) "
-        "pixels, or a folder of PNG/JPEG images",
+        "pixels, or a folder of pictures (labelled by folders named after the model's classes)",
     )
     engine: str = setting(
         "local", choices=ENGINES, help="local, or spark: the model as mlflow.pyfunc.spark_udf"

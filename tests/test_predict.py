@@ -53,7 +53,7 @@ def run_predict(data: str, **options):
 def test_a_preprocess_run_is_scored_on_its_test_split_as_training_scored_it(scored):
     run, table = run_predict(scored.data.run_id)
     training = mlflow.get_run(scored.training.info.run_id)
-    assert list(table.columns) == ["id", "class", "probability", "label"]
+    assert list(table.columns) == ["id", "class", "class_name", "probability", "label"]
     assert len(table) == 100 and table["id"].iloc[0] == "test/0"
     assert run.data.metrics["accuracy"] == pytest.approx(training.data.metrics["test_accuracy"])
     assert ((table["probability"] > 0) & (table["probability"] <= 1)).all()
@@ -119,12 +119,31 @@ def test_pictures_of_any_size_are_framed_like_the_digits(scored, tmp_path):
     assert run.data.metrics["images"] == 5
 
 
+def test_class_folders_give_labels_an_accuracy_and_class_names(scored, tmp_path):
+    from PIL import Image
+
+    images, labels = synthetic_digits(40, seed=4)
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        home = tmp_path / "by_class" / str(label)
+        home.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(home / f"{index:03d}.png")
+    run, table = run_predict(str(tmp_path / "by_class"))
+    assert sorted(table["label"]) == sorted(labels.tolist())
+    assert (table["label"] == table["id"].str.split("/").str[0].astype(int)).all()
+    assert (table["class_name"] == table["class"].astype(str)).all()  # classes "0".."9"
+    assert run.data.metrics["accuracy"] == pytest.approx((table["class"] == table["label"]).mean())
+    (home := tmp_path / "by_class" / "cat").mkdir()
+    Image.fromarray(images[0]).save(home / "0.png")
+    with mlflow.start_run(), pytest.raises(NeuroflowError, match="and folder 'cat'; expected"):
+        predict(PredictConfig(model=MODEL, data=str(tmp_path / "by_class")))
+
+
 @pytest.mark.parametrize(
     ("data", "model", "message"),
     [
         ("{missing}", MODEL, "does not exist; expected a folder or archive of IDX files"),
         ("{empty}", MODEL, "holds no IDX pairs"),
-        ("{broken}", MODEL, "broken.png: cannot be read as an image"),
+        ("{broken}", MODEL, "broken.png cannot be read as an image"),
         (
             "{array}",
             "models:/nothing@champion",

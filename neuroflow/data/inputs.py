@@ -1,9 +1,11 @@
 """Images to score, from wherever a user keeps them: a folder or archive of IDX files, a
-preprocess run (its test split), a .npy array of (N, H, W) pixels, or a folder of PNG/JPEG
-images of any size. Each is read a batch at a time (IDX files and arrays memory-mapped), so
-scoring a large set keeps memory flat. Every image comes out at the model's size by the model's
-own input rule (neuroflow.data.framing.InputRule), the same for arrays and picture files: the
-same images give the same predictions whichever way they come.
+preprocess run (its test split), a .npy array of (N, H, W) pixels, or a folder of pictures of
+any size (labelled by their folders when these are named after the model's classes, and read
+in grey as preprocess reads them: neuroflow.data.folders). Each is read a batch at a time (IDX
+files and arrays memory-mapped), so scoring a large set keeps memory flat. Every image comes
+out at the model's size by the model's own input rule (neuroflow.data.framing.InputRule), the
+same for arrays and picture files: the same images give the same predictions whichever way
+they come.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from neuroflow.data import archives
+from neuroflow.data.folders import SUFFIXES, read_picture
 from neuroflow.data.framing import InputRule
 from neuroflow.errors import DataError
-
-PICTURES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass
@@ -36,22 +37,25 @@ class Inputs:
             yield start, self.read(start, min(start + size, self.count))
 
 
-def open_inputs(data: str, rule: InputRule, download=None) -> Inputs:
+def open_inputs(
+    data: str, rule: InputRule, download=None, classes: list[str] | None = None
+) -> Inputs:
     """The images `data` names, brought to a model's input by its `rule`. `download(run_id)`
     gives a preprocess run's prepared folder (a run id is tried only when `data` is not a
-    path), whose images the same rule has prepared already."""
+    path), whose images the same rule has prepared already. A folder of pictures in folders
+    named after the model's `classes` is labelled by them."""
     path = Path(data).expanduser()
     if not path.exists():
         if download is not None and _is_run_id(data):
             return _prepared(download(data), data, rule)
         raise DataError(
             f"data {data!r} does not exist; expected a folder or archive of IDX files, a "
-            "preprocess run id, a .npy file or a folder of PNG/JPEG images"
+            "preprocess run id, a .npy file or a folder of pictures"
         )
     if path.suffix == ".npy":
         return _array(path, rule)
     if path.is_dir() and _pictures(path):
-        return _pictures_folder(path, rule)
+        return _pictures_folder(path, rule, classes or [])
     if path.is_dir() or archives.is_archive(path):
         return _idx(path, rule)
     raise DataError(
@@ -137,32 +141,38 @@ def _idx(path: Path, rule: InputRule) -> Inputs:
 
 
 def _pictures(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in PICTURES and p.is_file())
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
 
 
-def _pictures_folder(folder: Path, rule: InputRule) -> Inputs:
+def _pictures_folder(folder: Path, rule: InputRule, classes: list[str]) -> Inputs:
     files = _pictures(folder)
 
     def read(start: int, stop: int) -> np.ndarray:
-        return np.stack([_picture(f, rule) for f in files[start:stop]])
+        return np.stack([rule.apply(read_picture(f)[None])[0] for f in files[start:stop]])
 
     return Inputs(
         str(folder.resolve()),
         folder.name,
         len(files),
-        None,
+        class_labels(folder, files, classes),
         read,
         lambda start, stop: [str(f.relative_to(folder)) for f in files[start:stop]],
     )
 
 
-def _picture(path: Path, rule: InputRule) -> np.ndarray:
-    """One PNG/JPEG, in grey, brought to the model's input by its rule."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("L"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise DataError(f"data {path}: cannot be read as an image ({error})") from None
-    return rule.apply(pixels[None])[0]
+def class_labels(folder: Path, files: list[Path], classes: list[str]) -> np.ndarray | None:
+    """(N,) class ids of `files` from the folder each lies in under `folder`, when those
+    folders are named after the model's `classes`; None when no folder is. A mix is refused."""
+    tops = [f.relative_to(folder).parts[0] if f.parent != folder else None for f in files]
+    named = {top for top in tops if top in classes}
+    if not named:
+        return None
+    others = sorted({top or "." for top in tops if top not in classes})
+    if others:
+        where = "pictures outside class folders" if "." in others else f"folder {others[0]!r}"
+        raise DataError(
+            f"data {folder} has folders named after the model's classes, and {where}; expected "
+            f"every picture in a folder named after one of its classes ({', '.join(classes)}), "
+            "or none"
+        )
+    return np.array([classes.index(top) for top in tops], np.int64)

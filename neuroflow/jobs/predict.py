@@ -59,16 +59,18 @@ def predict(config: PredictConfig) -> dict[str, float]:
             )
         network = model.unwrap_python_model().network
         rule = InputRule.from_dict(network.input_rule, shape[1])  # the model's, not the digits'
-        inputs = open_inputs(config.data, rule, lambda run_id: Path(prepared(run_id, tmp)))
+        classes = list(network.classes)
+        download = lambda run_id: Path(prepared(run_id, tmp))  # noqa: E731
+        inputs = open_inputs(config.data, rule, download, classes)
         if inputs.count == 0:
             raise RunLookupError(f"data {config.data!r} holds no images; expected at least one")
         log_input(inputs)
         out = Path(tmp) / PREDICTIONS
         started = time.perf_counter()
         if config.engine == "spark":
-            predicted = score_on_spark(str(local), inputs, config.batch_size, Path(tmp))
+            predicted = score_on_spark(str(local), inputs, config.batch_size, Path(tmp), classes)
         else:
-            predicted = score_locally(model, inputs, config.batch_size, out)
+            predicted = score_locally(model, inputs, config.batch_size, out, classes)
         seconds = time.perf_counter() - started  # reading, scoring and writing; no start-up
         mlflow.log_artifact(str(out))
     metrics = {
@@ -111,9 +113,11 @@ def log_input(inputs: Inputs) -> None:
     mlflow.log_input(MetaDataset(source, name=inputs.name), context="inference")
 
 
-def score_locally(model, inputs: Inputs, batch_size: int, out: Path) -> np.ndarray:
-    """Score `inputs` a batch at a time, appending each batch's rows to the parquet file
-    `out`. Returns the predicted class ids."""
+def score_locally(
+    model, inputs: Inputs, batch_size: int, out: Path, classes: list[str]
+) -> np.ndarray:
+    """Score `inputs` a batch at a time, appending each batch's rows (with each class's name)
+    to the parquet file `out`. Returns the predicted class ids."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -123,6 +127,7 @@ def score_locally(model, inputs: Inputs, batch_size: int, out: Path) -> np.ndarr
             frame = model.predict(images.astype(np.float32), params={PROBABILITIES: True})
             stop = start + len(images)
             frame.insert(0, "id", inputs.ids(start, stop))
+            frame.insert(2, "class_name", np.asarray(classes, dtype=object)[frame["class"]])
             if inputs.labels is not None:
                 frame["label"] = inputs.labels[start:stop].astype(np.int64)
             table = pa.Table.from_pandas(frame, preserve_index=False)
@@ -158,7 +163,9 @@ def spark_session():
     )
 
 
-def score_on_spark(model_uri: str, inputs: Inputs, batch_size: int, tmp: Path) -> np.ndarray:
+def score_on_spark(
+    model_uri: str, inputs: Inputs, batch_size: int, tmp: Path, classes: list[str]
+) -> np.ndarray:
     """Score `inputs` with the model as an mlflow.pyfunc.spark_udf. The images are staged as a
     parquet file of (id, pixels) rows, a batch at a time, which Spark reads in partitions, so
     neither the driver nor an executor holds them all. Writes tmp/PREDICTIONS; returns the
@@ -202,5 +209,8 @@ def score_on_spark(model_uri: str, inputs: Inputs, batch_size: int, tmp: Path) -
     out = tmp / "spark-predictions"
     frame.orderBy("row").drop("row").coalesce(1).write.mode("overwrite").parquet(str(out))
     (part,) = out.glob("part-*.parquet")
-    part.replace(tmp / PREDICTIONS)
-    return pq.read_table(tmp / PREDICTIONS, columns=["class"]).column("class").to_numpy()
+    table = pq.read_table(part)
+    predicted = table.column("class").to_numpy()
+    names = pa.array(np.asarray(classes, dtype=object)[predicted], pa.string())
+    pq.write_table(table.add_column(2, "class_name", names), tmp / PREDICTIONS)
+    return predicted
