@@ -244,6 +244,12 @@ class RegisterConfig(Checked):
                 self.refuse(("metric",), str(error))
 
 
+# the digits' default test split holds about 360 images; fewer than 100 decide by noise
+MIN_UNSEEN = Setting(
+    100, low=1, help="the fewest test images neither version trained or validated on"
+)
+
+
 @config
 class PromoteConfig(Checked):
     model_name: str = setting("digits_cnn", help="the registered model")
@@ -252,10 +258,7 @@ class PromoteConfig(Checked):
     metric: str = setting("", choices=METRIC_NAMES, help="empty: the family's primary metric")
     dry_run: bool = setting(False, help="decide and log, but move no alias")
     stage: str = setting("", help="also move the deprecated registry stage (e.g. Production)")
-    # the digits' default test split holds about 360 images; fewer than 100 decide by noise
-    min_unseen: int = setting(
-        100, low=1, help="the fewest test images neither version trained or validated on"
-    )
+    min_unseen: int = MIN_UNSEEN.field()
     dataset_changed: bool = setting(
         False,
         help="compare with a champion trained on another dataset or class set, on the "
@@ -281,6 +284,9 @@ class PipelineConfig(Checked):
     )
     use_cache: bool = setting(True, help="reuse finished steps")
     promote: bool = setting(True, help="run promote after register")
+    min_unseen: int = MIN_UNSEEN.field(  # a small folder of one's own holds fewer
+        help="promote's: the fewest test images neither version trained or validated on"
+    )
     env_manager: str = setting(
         "local", choices=ENV_MANAGERS, help="for every child run: children do not inherit it"
     )

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import MNIST_T10K, synthetic_digits, write_idx_folder
+from helpers import MNIST_T10K, Store, synthetic_digits, write_idx_folder
 from neuroflow.data.fingerprint import fingerprint
 from neuroflow.data.folders import read_picture
 from neuroflow.data.framing import InputRule
@@ -171,3 +171,45 @@ def test_one_class_or_none_is_refused(tmp_path):
         load_source("folder", str(tmp_path / "none"), RULE)
     with pytest.raises(DataError, match="does not exist or is not a folder"):
         load_source("folder", str(tmp_path / "missing"), RULE)
+
+
+@pytest.mark.slow  # main through the real `mlflow run`, three times
+def test_a_users_folder_runs_through_main_and_the_cache_follows_its_pictures(tmp_path):
+    """Colour pictures of another size, in JPEG and PNG, in a folder outside the project: main
+    with dataset and data_dir alone trains, registers and promotes every family; run again,
+    every step is reused; one picture changed, preprocess and every step after it run again."""
+    names = ["cat", "dog", "owl"]
+    images, labels = synthetic_digits(240, size=36, classes=3)
+    pets = tmp_path / "pets"
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        home = pets / names[label]
+        home.mkdir(parents=True, exist_ok=True)
+        rgb = np.stack([image, image, image // 2], axis=-1)
+        Image.fromarray(rgb).save(home / f"{index:04d}.{'png' if index % 2 else 'jpg'}")
+    (tmp_path / "store").mkdir()
+    store = Store(tmp_path / "store")
+    first = store.run("main", dataset="folder", data_dir=str(pets))
+    assert first.returncode == 0, first.stderr[-3000:]
+    for family in ("mlp", "cnn", "rnn", "dcgan"):
+        champion = store.client.get_model_version_by_alias(f"pets_{family}", "champion")
+        assert str(champion.version) == "1", family
+    trained = store.get(store.client.get_model_version("pets_cnn", "1").run_id)
+    assert trained.data.metrics["test_accuracy"] > 0.9
+
+    again = store.run("main", dataset="folder", data_dir=str(pets))
+    assert again.returncode == 0 and "python -m steps.preprocess" not in again.stderr
+    reused = store.get(again.run_id).data.tags["reused_steps"].split(",")
+    assert len(reused) == 13  # every step of the four families
+
+    changed = sorted(pets.rglob("*.png"))[0]
+    pixels = np.asarray(Image.open(changed)).copy()
+    pixels[0, 0] ^= 1
+    Image.fromarray(pixels).save(changed)
+    # 48 test images: fewer than promote's default of 100 unseen ones, so main passes it lower
+    rerun = store.run("main", dataset="folder", data_dir=str(pets), min_unseen=20)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert store.get(rerun.run_id).data.tags["reused_steps"] == "none"
+    for step in ("preprocess", "train_cnn", "register", "promote --model-name=pets_cnn"):
+        assert f"python -m steps.{step}" in rerun.stderr, step
+    assert "--min-unseen=20" in rerun.stderr
+    print(f"pets: {first.stderr.count('succeeded')} runs, then all reused, then all rerun")

@@ -120,7 +120,11 @@ class Pipeline:
             return
         promoted = self.step(
             "promote",
-            {"model_name": row.model, "candidate": row.version},
+            {
+                "model_name": row.model,
+                "candidate": row.version,
+                "min_unseen": self.config.min_unseen,
+            },
             still_valid=lambda run: run.data.tags.get("champion_version", "") == now,
         )
         row.decision = promoted.data.tags["decision"]
