@@ -78,13 +78,19 @@ def flag(name: str) -> str:
 
 def check_data_dir(dataset: str, data_dir: str) -> None:
     """dataset idx reads a folder or an archive of IDX files, dataset folder a folder of
-    pictures: refuse a data_dir that is not one (preprocess and main, before any run of theirs
-    starts)."""
+    pictures, dataset parquet a Parquet file or a folder of them: refuse a data_dir that is not
+    one (preprocess and main, before any run of theirs starts)."""
     path = Path(data_dir).expanduser().resolve()
     if dataset == "idx" and not (path.is_dir() or archives.is_archive(path)):
         raise click.BadParameter(
             f"{data_dir!r} is not a folder or an archive; dataset idx needs a folder of "
             f"IDX files or an archive of them ({', '.join(archives.SUFFIXES)})",
+            param_hint="'--data-dir'",
+        )
+    if dataset == "parquet" and not (path.is_dir() or path.is_file() and path.suffix == ".parquet"):
+        raise click.BadParameter(
+            f"{data_dir!r} is not a .parquet file or a folder; dataset parquet needs a Parquet "
+            "file, or a folder of them that together are one table",
             param_hint="'--data-dir'",
         )
     if dataset == "folder" and not path.is_dir():

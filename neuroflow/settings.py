@@ -43,9 +43,18 @@ DATA_DIR = Setting(
     "~/.cache/neuroflow/datasets",
     help="for dataset=idx, a folder or a .zip, .tar, .tar.gz or .tgz archive of IDX files; "
     "for dataset=folder, a folder of pictures by class (<class>/<image>, or train/, val/ and "
-    "test/ of them); for the MNIST family, where it is downloaded to and read from",
+    "test/ of them); for dataset=parquet, a Parquet file or a folder of them; for the MNIST "
+    "family, where it is downloaded to and read from",
 )
 FRACTION = Setting(low=0, high=1, low_open=True, high_open=True)  # strictly between 0 and 1
+IMAGE_COLUMN = Setting(
+    "image",
+    help="for dataset=parquet: the column of pictures (a picture file's bytes, or its H x W "
+    "pixel values)",
+)
+LABEL_COLUMN = Setting(
+    "label", help="for dataset=parquet: the column of classes (integer ids or class names)"
+)
 CATALOG = Setting("", help="Unity Catalog catalog (registry URI databricks-uc)")
 SCHEMA = Setting("", help="Unity Catalog schema (registry URI databricks-uc)")
 
@@ -54,6 +63,8 @@ SCHEMA = Setting("", help="Unity Catalog schema (registry URI databricks-uc)")
 class PrepareConfig(Checked):
     dataset: str = DATASET.field()
     data_dir: str = DATA_DIR.field()
+    image_column: str = IMAGE_COLUMN.field()
+    label_column: str = LABEL_COLUMN.field()
     val_fraction: float = FRACTION.field(
         0.1, help="share of the training pool held out for validation and early stopping"
     )
@@ -275,6 +286,8 @@ ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
 class PipelineConfig(Checked):
     dataset: str = DATASET.field()
     data_dir: str = DATA_DIR.field()
+    image_column: str = IMAGE_COLUMN.field()
+    label_column: str = LABEL_COLUMN.field()
     models: tuple[str, ...] = setting(FAMILIES, choices=FAMILIES, help="which families to train")
     epochs: int = setting(
         0, low=0, help="epochs for every trainer; 0 = each trainer's own default, tuned for a CPU"

@@ -37,6 +37,12 @@ def bad_folders(root: Path) -> dict[str, Path]:
     for index, image in enumerate(images[:5]):
         Image.fromarray(image).save(one_class / f"{index}.png")
     folders["one_class"] = one_class.parent
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    unlabelled = root / "unlabelled.parquet"  # pictures without a label column
+    pq.write_table(pa.table({"image": [image.tobytes() for image in images[:5]]}), unlabelled)
+    folders["unlabelled"] = unlabelled
     truncated = folders["truncated"] / "train-images-idx3-ubyte"
     write_idx(truncated, images)
     write_idx(folders["truncated"] / "train-labels-idx1-ubyte", labels)
@@ -189,6 +195,16 @@ ROWS = [
         "preprocess",
         {"dataset": "folder", "data_dir": "{one_class}"},
         "has only class 'cat'; expected a folder per class, two or more",
+    ),
+    row(
+        "preprocess",
+        {"dataset": "parquet", "data_dir": "{plain_file}"},
+        "'{plain_file}' is not a .parquet file or a folder; dataset parquet needs a Parquet file",
+    ),
+    row(
+        "preprocess",
+        {"dataset": "parquet", "data_dir": "{unlabelled}"},
+        "unlabelled.parquet has no column 'label' (its columns: image)",
     ),
     row(
         "preprocess",

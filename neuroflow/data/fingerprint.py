@@ -4,7 +4,7 @@ reads it, so that changed images re-run preprocess and everything after it.
 - A folder (IDX files, pictures by class, the MNIST family's raw files): every file's path,
   size and content, or, when the folder holds more than HASH_LIMIT bytes, its path, size and
   modification time.
-- An archive or any other single file: its sha256.
+- An archive, a Parquet file or any other single file: its sha256.
 - The bundled digits: the version of scikit-learn, which bundles them.
 
 A fingerprint is "<how>:<sha256 hex>", how being content, stat or package.
@@ -26,10 +26,10 @@ def fingerprint(dataset: str, data_dir: str) -> str | None:
         from importlib.metadata import version
 
         return _hex("package", f"scikit-learn=={version('scikit-learn')}".encode())
-    path = Path(data_dir).expanduser().resolve()
-    if dataset not in ("idx", "folder"):  # the MNIST family: its raw IDX files (sources.py)
-        from neuroflow.data.sources import TORCHVISION
+    from neuroflow.data.sources import FOLDERS, TORCHVISION
 
+    path = Path(data_dir).expanduser().resolve()
+    if dataset not in FOLDERS:  # the MNIST family: its raw IDX files (see sources._torchvision)
         path = path / TORCHVISION[dataset][0] / "raw"
     if path.is_file():
         return f"content:{_file_sha256(path)}"

@@ -54,21 +54,26 @@ class Pictures:
 
 def read_picture(path: Path) -> np.ndarray:
     """One picture as (H, W) uint8 grey, by the module's rule for its mode."""
+    return picture_from(path, str(path))
+
+
+def picture_from(file, where: str) -> np.ndarray:
+    """A picture file (a path or a binary stream) as (H, W) uint8 grey; errors name `where`."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(file) as image:
             image.load()  # a truncated file fails here, not later
             pixels = _grey(image)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(
-            f"{path} cannot be read as an image ({reason}); expected a PNG, JPEG, BMP or "
+            f"{where} cannot be read as an image ({reason}); expected a PNG, JPEG, BMP or "
             "WebP picture"
         ) from None
     if min(pixels.shape) < MIN_SIDE:
         raise DataError(
-            f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels; expected at least "
+            f"{where} is {pixels.shape[1]}x{pixels.shape[0]} pixels; expected at least "
             f"{MIN_SIDE}x{MIN_SIDE}"
         )
     return pixels

@@ -1,5 +1,6 @@
 """Where images come from: scikit-learn's digits, the torchvision MNIST family, IDX files in a
-folder or an archive, or a team's pictures in a folder by class (neuroflow.data.folders).
+folder or an archive, or a team's pictures: in a folder by class (neuroflow.data.folders) or in
+a Parquet table (neuroflow.data.tables).
 
 A source yields parts, each a block of (N, H, W) uint8 images with (N,) labels, marked as the
 official test split, a given validation split, or neither. Parts may be memory-mapped or read
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuroflow.data import archives, folders, idx
+from neuroflow.data import archives, folders, idx, tables
 from neuroflow.data.framing import InputRule
 from neuroflow.errors import DataError
 
@@ -30,8 +31,8 @@ TORCHVISION = {
     "kmnist": ("KMNIST", ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]),
 }
 # checked at the door: click.Choice(DATASETS)
-DATASETS = ("digits", *TORCHVISION, "idx", "folder")
-FOLDERS = ("idx", "folder")  # the sources read from data_dir as it is: named after it
+DATASETS = ("digits", *TORCHVISION, "idx", "folder", "parquet")
+FOLDERS = ("idx", "folder", "parquet")  # read from data_dir as it is, and named after it
 
 
 @dataclass
@@ -64,15 +65,23 @@ class Source:
         return any(p.official_test for p in self.parts)
 
 
-def load_source(name: str, data_dir: str, rule: InputRule | None = None) -> Source:
+def load_source(
+    name: str,
+    data_dir: str,
+    rule: InputRule | None = None,
+    columns: tuple[str, str] = ("image", "label"),
+) -> Source:
     """Open dataset `name`; `data_dir` is where torchvision data lives, the IDX folder or
-    archive, or the folder of pictures. A folder's pictures come out brought to the frame by
-    `rule` as they are read (default: 28 pixels, fitted and padded)."""
+    archive, the folder of pictures or the Parquet table (whose image and label `columns` are
+    given). Pictures come out brought to the frame by `rule` as they are read (default: 28
+    pixels, fitted and padded)."""
     if name == "digits":
         return _digits()
     path = Path(data_dir).expanduser()
     if name == "folder":
         return _pictures(path, rule or InputRule(28, "pad"))
+    if name == "parquet":
+        return _table(path, rule or InputRule(28, "pad"), *columns)
     path = path.resolve()
     if name in TORCHVISION:
         return _torchvision(name, path)
@@ -90,7 +99,7 @@ def dataset_title(name: str, data_dir: str) -> str:
         return name
     path = Path(data_dir).expanduser().resolve()
     stem = path.name
-    for suffix in sorted(archives.SUFFIXES, key=len, reverse=True):
+    for suffix in sorted((*archives.SUFFIXES, ".parquet"), key=len, reverse=True):
         if stem.lower().endswith(suffix):
             return stem[: -len(suffix)]
     return stem
@@ -114,6 +123,13 @@ def _pictures(folder: Path, rule: InputRule) -> Source:
     ]
     title = dataset_title("folder", str(folder))
     return Source("folder", folder.resolve().as_uri(), parts, classes, title)
+
+
+def _table(path: Path, rule: InputRule, image_column: str, label_column: str) -> Source:
+    classes, images, labels = tables.open_table(path, image_column, label_column, rule)
+    part = Part(images, labels, path.name)
+    title = dataset_title("parquet", str(path))
+    return Source("parquet", path.resolve().as_uri(), [part], classes, title)
 
 
 def _idx_folder(folder: Path, where: str = "") -> Source:

@@ -79,7 +79,12 @@ class Pipeline:
         now = fingerprint(config.dataset, config.data_dir)
         return self.step(
             "preprocess",
-            {"dataset": config.dataset, "data_dir": config.data_dir},
+            {
+                "dataset": config.dataset,
+                "data_dir": config.data_dir,
+                "image_column": config.image_column,
+                "label_column": config.label_column,
+            },
             still_valid=lambda run: now is not None and run.data.tags.get(FINGERPRINT_TAG) == now,
         )
 

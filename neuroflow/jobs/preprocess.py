@@ -31,7 +31,8 @@ def preprocess(config: PrepareConfig) -> DataRef:
     mlflow.set_tags({STEP_TAG: "preprocess", "dataset": config.dataset, **provenance_tags()})
     log_params_once(params_of(config))
     rule = InputRule.for_source(config.dataset, config.image_size, config.mnist_framing)
-    source = load_source(config.dataset, config.data_dir, rule)  # a folder's, read by the rule
+    columns = (config.image_column, config.label_column)  # a table's
+    source = load_source(config.dataset, config.data_dir, rule, columns)  # pictures read by rule
     # after the source is open, so a download is part of it; the step cache compares it
     source_fingerprint = fingerprint(config.dataset, config.data_dir)
     mlflow.set_tag(FINGERPRINT_TAG, source_fingerprint)

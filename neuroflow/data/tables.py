@@ -1,0 +1,152 @@
+"""A team's pictures in a table: a Parquet file, or a folder of them (one table split in files).
+
+Each row is one picture and its class. The image column (`image_column`, default "image")
+holds the encoded file (bytes of a PNG, JPEG, BMP or WebP; or a struct with a "bytes" field, as
+Hugging Face datasets write them) or the raw pixels (a list of H x W uint8 values, square). The
+label column (`label_column`, default "label") holds integer class ids or class names (strings,
+sorted to give the ids); floats are refused. Pictures are decoded and brought to one grey
+channel as a folder's are (neuroflow.data.folders), and fitted into the frame by the rule.
+
+The labels are read first, a column alone; the images only as prepare asks for them, a row group
+at a time, so memory holds one row group's images whatever the table's size.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from neuroflow.data.folders import picture_from
+from neuroflow.errors import DataError
+
+
+class TableImages:
+    """(N, size, size) uint8 images of a table's image column, decoded only when indexed."""
+
+    def __init__(self, files: list, column: str, rule, where: str):
+        import pyarrow.parquet as pq
+
+        self.column, self.rule, self.where = column, rule, where
+        self.groups = []  # (file, row group, first row, rows)
+        start = 0
+        for file in files:
+            meta = pq.ParquetFile(file).metadata
+            for group in range(meta.num_row_groups):
+                rows = meta.row_group(group).num_rows
+                self.groups.append((file, group, start, rows))
+                start += rows
+        self.starts = np.array([g[2] for g in self.groups] + [start])
+        self.shape = (start, rule.size, rule.size)
+        self._cached = (None, None)  # (group index, its decoded column)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        chosen = np.atleast_1d(np.arange(len(self))[index])
+        out = np.empty((len(chosen), *self.shape[1:]), np.uint8)
+        owners = np.searchsorted(self.starts, chosen, side="right") - 1
+        for place, (row, owner) in enumerate(zip(chosen, owners, strict=True)):
+            cells = self._group(int(owner))
+            cell = cells[int(row - self.starts[owner])]
+            out[place] = self.rule.apply(self._decode(cell, int(row))[None])[0]
+        return out if np.ndim(np.arange(len(self))[index]) else out[0]
+
+    def _group(self, owner: int) -> list:
+        if self._cached[0] != owner:
+            import pyarrow.parquet as pq
+
+            file, group, _, _ = self.groups[owner]
+            table = pq.ParquetFile(file).read_row_group(group, columns=[self.column])
+            self._cached = (owner, table.column(self.column).to_pylist())
+        return self._cached[1]
+
+    def _decode(self, cell, row: int) -> np.ndarray:
+        if isinstance(cell, dict):
+            cell = cell.get("bytes")
+        if isinstance(cell, bytes | bytearray):
+            return picture_from(io.BytesIO(cell), f"{self.where} row {row}")
+        if isinstance(cell, list):
+            side = int(round(len(cell) ** 0.5))
+            if side * side != len(cell) or not cell:
+                raise DataError(
+                    f"{self.where} row {row} holds {len(cell)} pixel values; expected the H x W "
+                    "values of a square picture, or the bytes of a picture file"
+                )
+            values = np.asarray(cell)
+            if values.min() < 0 or values.max() > 255:
+                raise DataError(f"{self.where} row {row} holds pixel values outside 0..255")
+            return values.reshape(side, side).astype(np.uint8)
+        raise DataError(
+            f"{self.where} row {row} holds {type(cell).__name__}; expected the bytes of a "
+            "picture file or a list of pixel values"
+        )
+
+
+def open_table(path: Path, image_column: str, label_column: str, rule):
+    """The classes of the table at `path` (a Parquet file, or a folder of them) and its one
+    part: (classes, images, labels). Raises a one-line DataError for a table that is not one
+    of pictures and classes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = _table_files(path)
+    where = f"data_dir {path}"
+    try:
+        schema = pq.read_schema(files[0])
+        missing = [c for c in (image_column, label_column) if c not in schema.names]
+        if missing:
+            raise DataError(
+                f"{where} has no column {missing[0]!r} (its columns: {', '.join(schema.names)});"
+                " expected image_column and label_column to name its pictures and classes"
+            )
+        kind = schema.field(label_column).type
+        if not (
+            pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        ):
+            raise DataError(
+                f"{where}: label column {label_column!r} holds {kind}; expected integer class "
+                "ids or class names"
+            )
+        raw = np.concatenate(
+            [
+                pq.read_table(f, columns=[label_column])
+                .column(label_column)
+                .to_numpy(zero_copy_only=False)
+                for f in files
+            ]
+        )
+    except (OSError, pa.ArrowException) as error:
+        raise DataError(
+            f"{where} cannot be read as Parquet ({str(error).splitlines()[0]})"
+        ) from None
+    if pa.types.is_integer(kind):
+        if len(raw) and raw.min() < 0:
+            raise DataError(
+                f"{where}: label column {label_column!r} holds {raw.min()}; expected class "
+                "ids from 0"
+            )
+        ids = raw.astype(np.int64)
+        classes = [str(c) for c in range(int(ids.max()) + 1 if len(ids) else 0)]
+    else:
+        classes = sorted(set(raw.tolist()))
+        index = {name: i for i, name in enumerate(classes)}
+        ids = np.array([index[name] for name in raw], np.int64)
+    if len(classes) < 2:
+        raise DataError(f"{where} has {len(classes)} class; expected two or more")
+    return classes, TableImages(files, image_column, rule, where), ids
+
+
+def _table_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
+        if files:
+            return files
+    raise DataError(
+        f"data_dir {path} is not a Parquet file or a folder of them; expected a .parquet file, "
+        "or a folder of .parquet files that together are one table"
+    )

@@ -1,0 +1,133 @@
+"""A team's pictures in a Parquet table (dataset=parquet): encoded files or raw pixels, class ids
+or names, the same prepared arrays as the IDX route for the same images, read a row group at a
+time, and a one-line refusal for each way a table can be wrong."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from helpers import synthetic_digits
+from neuroflow.data.framing import InputRule
+from neuroflow.data.idx import write_idx
+from neuroflow.data.prepared import prepare
+from neuroflow.data.sources import load_source
+from neuroflow.errors import DataError
+from neuroflow.settings import PrepareConfig
+
+RULE = InputRule(28, "pad")
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def prepared(dataset: str, data_dir: Path, tmp_path: Path, **settings) -> dict:
+    config = PrepareConfig(dataset=dataset, data_dir=str(data_dir), **settings)
+    rule = InputRule.for_source(dataset, config.image_size, config.mnist_framing)
+    columns = (config.image_column, config.label_column)
+    source = load_source(dataset, str(data_dir), rule, columns)
+    return prepare(source, tmp_path / f"prepared-{dataset}", config)
+
+
+def test_the_same_images_in_a_table_give_the_arrays_and_digests_of_the_idx_route(tmp_path):
+    images, labels = synthetic_digits(300, seed=1)
+    (tmp_path / "idx").mkdir()
+    write_idx(tmp_path / "idx" / "train-images-idx3-ubyte", images)
+    write_idx(tmp_path / "idx" / "train-labels-idx1-ubyte", labels)
+    table = pa.table({"image": [png(i) for i in images], "label": labels.astype(np.int64)})
+    pq.write_table(table, tmp_path / "digits.parquet", row_group_size=64)  # 5 row groups
+    from_idx = prepared("idx", tmp_path / "idx", tmp_path)
+    from_table = prepared("parquet", tmp_path / "digits.parquet", tmp_path)
+    for split in ("train", "val", "test"):
+        assert from_table["splits"][split]["sha256"] == from_idx["splits"][split]["sha256"]
+    assert from_table["digest"] == from_idx["digest"] and from_table["title"] == "digits"
+
+
+def test_raw_pixels_class_names_and_hugging_face_image_structs_are_read(tmp_path):
+    images, labels = synthetic_digits(60, classes=3, seed=2)
+    names = np.array(["owl", "cat", "dog"])[labels]  # class ids come from the sorted names
+    pixels = pa.table({"pixels": [i.ravel().tolist() for i in images], "kind": names})
+    pq.write_table(pixels, tmp_path / "raw.parquet")
+    structs = [{"bytes": png(i), "path": f"{n}.png"} for n, i in enumerate(images)]
+    pq.write_table(pa.table({"image": structs, "label": names}), tmp_path / "hf.parquet")
+    raw = prepared(
+        "parquet", tmp_path / "raw.parquet", tmp_path, image_column="pixels", label_column="kind"
+    )
+    hugging_face = prepared("parquet", tmp_path / "hf.parquet", tmp_path / "hf")
+    assert raw["classes"] == hugging_face["classes"] == ["cat", "dog", "owl"]
+    assert raw["digest"] == hugging_face["digest"]
+
+
+def test_a_folder_of_parquet_files_is_one_table(tmp_path):
+    images, labels = synthetic_digits(60, seed=3)
+    (tmp_path / "parts").mkdir()
+    for part, rows in enumerate((slice(0, 25), slice(25, 60))):
+        table = pa.table({"image": [png(i) for i in images[rows]], "label": labels[rows]})
+        pq.write_table(table, tmp_path / "parts" / f"part-{part}.parquet")
+    pq.write_table(
+        pa.table({"image": [png(i) for i in images], "label": labels}), tmp_path / "one.parquet"
+    )
+    assert (
+        prepared("parquet", tmp_path / "parts", tmp_path)["digest"]
+        == prepared("parquet", tmp_path / "one.parquet", tmp_path / "one")["digest"]
+    )
+
+
+def _write(tmp_path: Path, **columns) -> Path:
+    images, labels = synthetic_digits(60, seed=4)
+    data = {"image": [png(i) for i in images], "label": labels.astype(np.int64)}
+    data.update({name: make(images, labels) for name, make in columns.items()})
+    pq.write_table(pa.table(data), tmp_path / "t.parquet")
+    return tmp_path / "t.parquet"
+
+
+def _undecodable(images, labels):
+    cells = [png(i) for i in images]
+    cells[7] = b"not a picture"
+    return cells
+
+
+BAD_TABLES = [
+    ({"label_column": "class"}, {}, "has no column 'class' (its columns: image, label)"),
+    (
+        {},
+        {"label": lambda images, labels: labels.astype(np.float64)},
+        "label column 'label' holds double",
+    ),
+    ({}, {"image": _undecodable}, "t.parquet row 7 cannot be read as an image"),
+    (
+        {},
+        {"label": lambda images, labels: np.zeros_like(labels)},
+        "has 1 class; expected two or more",
+    ),
+    (
+        {},
+        {"image": lambda images, labels: [list(range(10))] * len(labels)},
+        "holds 10 pixel values; expected the H x W values of a square picture",
+    ),
+]
+
+
+@pytest.mark.parametrize(("settings", "columns", "message"), BAD_TABLES)
+def test_a_table_out_of_its_shape_is_refused_with_one_line(tmp_path, settings, columns, message):
+    path = _write(tmp_path, **columns)
+    with pytest.raises(DataError) as error:
+        prepared("parquet", path, tmp_path, **settings)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_file_that_is_not_parquet_or_not_there_is_refused(tmp_path):
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 and nothing else")
+    with pytest.raises(DataError, match="broken.parquet cannot be read as Parquet"):
+        load_source("parquet", str(tmp_path / "broken.parquet"), RULE)
+    with pytest.raises(DataError, match="is not a Parquet file or a folder of them"):
+        load_source("parquet", str(tmp_path / "missing.parquet"), RULE)
