@@ -353,7 +353,12 @@ class PredictConfig(Checked):
     data: str = setting(
         "",
         help="a folder or archive of IDX files, a preprocess run id, a .npy array of (N, H, W) "
-        "pixels, or a folder of pictures (labelled by folders named after the model's classes)",
+        "pixels, a folder of pictures (labelled by folders named after the model's classes), "
+        "or a Parquet table of pictures",
+    )
+    image_column: str = IMAGE_COLUMN.field()
+    label_column: str = LABEL_COLUMN.field(
+        help="for a Parquet table: the column of classes, if it has one (ids or class names)"
     )
     engine: str = setting(
         "local", choices=ENGINES, help="local, or spark: the model as mlflow.pyfunc.spark_udf"

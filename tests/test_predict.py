@@ -138,6 +138,37 @@ def test_class_folders_give_labels_an_accuracy_and_class_names(scored, tmp_path)
         predict(PredictConfig(model=MODEL, data=str(tmp_path / "by_class")))
 
 
+def test_a_parquet_table_is_scored_with_its_labels_ids_or_names(scored, tmp_path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    images, labels = synthetic_digits(30, seed=6)
+    files = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        files.append(buffer.getvalue())
+    names = [str(label) for label in labels]  # the model's classes are "0".."9"
+    pq.write_table(pa.table({"image": files, "label": labels}), tmp_path / "ids.parquet")
+    pq.write_table(pa.table({"picture": files, "digit": names}), tmp_path / "names.parquet")
+    pq.write_table(pa.table({"image": files}), tmp_path / "unlabelled.parquet")
+    run, by_id = run_predict(str(tmp_path / "ids.parquet"))
+    _, by_name = run_predict(
+        str(tmp_path / "names.parquet"), image_column="picture", label_column="digit"
+    )
+    _, unlabelled = run_predict(str(tmp_path / "unlabelled.parquet"))
+    assert by_id["label"].tolist() == labels.tolist() == by_name["label"].tolist()
+    assert by_id["class"].tolist() == by_name["class"].tolist() == unlabelled["class"].tolist()
+    assert "label" not in unlabelled and by_id["id"].iloc[0] == "row 0"
+    assert run.data.metrics["accuracy"] == pytest.approx((by_id["class"] == by_id["label"]).mean())
+    pq.write_table(pa.table({"image": files, "label": ["cat"] * 30}), tmp_path / "cats.parquet")
+    with mlflow.start_run(), pytest.raises(NeuroflowError, match="label 'cat' is not a class of"):
+        predict(PredictConfig(model=MODEL, data=str(tmp_path / "cats.parquet")))
+
+
 @pytest.mark.parametrize(
     ("data", "model", "message"),
     [

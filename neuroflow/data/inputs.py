@@ -38,24 +38,31 @@ class Inputs:
 
 
 def open_inputs(
-    data: str, rule: InputRule, download=None, classes: list[str] | None = None
+    data: str,
+    rule: InputRule,
+    download=None,
+    classes: list[str] | None = None,
+    columns: tuple[str, str] = ("image", "label"),
 ) -> Inputs:
     """The images `data` names, brought to a model's input by its `rule`. `download(run_id)`
     gives a preprocess run's prepared folder (a run id is tried only when `data` is not a
     path), whose images the same rule has prepared already. A folder of pictures in folders
-    named after the model's `classes` is labelled by them."""
+    named after the model's `classes` is labelled by them; a Parquet table by its label column
+    where it has one (its image and label `columns`)."""
     path = Path(data).expanduser()
     if not path.exists():
         if download is not None and _is_run_id(data):
             return _prepared(download(data), data, rule)
         raise DataError(
             f"data {data!r} does not exist; expected a folder or archive of IDX files, a "
-            "preprocess run id, a .npy file or a folder of pictures"
+            "preprocess run id, a .npy file, a folder of pictures or a Parquet table"
         )
     if path.suffix == ".npy":
         return _array(path, rule)
     if path.is_dir() and _pictures(path):
         return _pictures_folder(path, rule, classes or [])
+    if path.suffix == ".parquet" or path.is_dir() and any(path.rglob("*.parquet")):
+        return _table(path, rule, classes or [], *columns)
     if path.is_dir() or archives.is_archive(path):
         return _idx(path, rule)
     raise DataError(
@@ -176,3 +183,40 @@ def class_labels(folder: Path, files: list[Path], classes: list[str]) -> np.ndar
             "or none"
         )
     return np.array([classes.index(top) for top in tops], np.int64)
+
+
+def _table(path: Path, rule: InputRule, classes: list[str], image: str, label: str) -> Inputs:
+    """A Parquet table's pictures (neuroflow.data.tables), labelled by its label column where it
+    has one: class ids of the model's, or names of its classes."""
+    from neuroflow.data.tables import TableImages, read_labels, table_files
+
+    where = f"data {path}"
+    files = table_files(path, where)
+    raw = read_labels(files, image, label, where, required=False)
+    labels = None
+    if raw is not None:
+        known = {name: index for index, name in enumerate(classes)}
+        ids = raw if np.issubdtype(raw.dtype, np.integer) else None
+        if ids is None:
+            unknown = sorted(set(raw.tolist()) - set(known))
+            if unknown:
+                raise DataError(
+                    f"{where}: label {unknown[0]!r} is not a class of the model; expected one "
+                    f"of {', '.join(classes)}"
+                )
+            ids = np.array([known[name] for name in raw], np.int64)
+        elif len(ids) and ids.max() >= len(classes):
+            raise DataError(
+                f"{where}: label {int(ids.max())} is not a class id of the model; expected 0 to "
+                f"{len(classes) - 1}"
+            )
+        labels = ids.astype(np.int64)
+    images = TableImages(files, image, rule, where)
+    return Inputs(
+        path.resolve().as_uri(),
+        path.stem,
+        len(images),
+        labels,
+        lambda start, stop: images[start:stop],
+        _indices("row "),
+    )

@@ -89,19 +89,40 @@ def open_table(path: Path, image_column: str, label_column: str, rule):
     """The classes of the table at `path` (a Parquet file, or a folder of them) and its one
     part: (classes, images, labels). Raises a one-line DataError for a table that is not one
     of pictures and classes."""
+    where = f"data_dir {path}"
+    files = table_files(path, where)
+    raw = read_labels(files, image_column, label_column, where, required=True)
+    if np.issubdtype(raw.dtype, np.integer):
+        ids = raw.astype(np.int64)
+        classes = [str(c) for c in range(int(ids.max()) + 1 if len(ids) else 0)]
+    else:
+        classes = sorted(set(raw.tolist()))
+        index = {name: i for i, name in enumerate(classes)}
+        ids = np.array([index[name] for name in raw], np.int64)
+    if len(classes) < 2:
+        raise DataError(f"{where} has {len(classes)} class; expected two or more")
+    return classes, TableImages(files, image_column, rule, where), ids
+
+
+def read_labels(
+    files: list[Path], image_column: str, label_column: str, where: str, required: bool
+) -> np.ndarray | None:
+    """The label column of the table in `files`: (N,) class ids (from 0) or class names; None
+    when it has none and none is `required`. Checks the image column is there too."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = _table_files(path)
-    where = f"data_dir {path}"
     try:
         schema = pq.read_schema(files[0])
-        missing = [c for c in (image_column, label_column) if c not in schema.names]
+        wanted = (image_column, label_column) if required else (image_column,)
+        missing = [c for c in wanted if c not in schema.names]
         if missing:
             raise DataError(
                 f"{where} has no column {missing[0]!r} (its columns: {', '.join(schema.names)});"
                 " expected image_column and label_column to name its pictures and classes"
             )
+        if label_column not in schema.names:
+            return None
         kind = schema.field(label_column).type
         if not (
             pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
@@ -122,24 +143,15 @@ def open_table(path: Path, image_column: str, label_column: str, rule):
         raise DataError(
             f"{where} cannot be read as Parquet ({str(error).splitlines()[0]})"
         ) from None
-    if pa.types.is_integer(kind):
-        if len(raw) and raw.min() < 0:
-            raise DataError(
-                f"{where}: label column {label_column!r} holds {raw.min()}; expected class "
-                "ids from 0"
-            )
-        ids = raw.astype(np.int64)
-        classes = [str(c) for c in range(int(ids.max()) + 1 if len(ids) else 0)]
-    else:
-        classes = sorted(set(raw.tolist()))
-        index = {name: i for i, name in enumerate(classes)}
-        ids = np.array([index[name] for name in raw], np.int64)
-    if len(classes) < 2:
-        raise DataError(f"{where} has {len(classes)} class; expected two or more")
-    return classes, TableImages(files, image_column, rule, where), ids
+    if np.issubdtype(raw.dtype, np.integer) and len(raw) and raw.min() < 0:
+        raise DataError(
+            f"{where}: label column {label_column!r} holds {raw.min()}; expected class ids from 0"
+        )
+    return raw
 
 
-def _table_files(path: Path) -> list[Path]:
+def table_files(path: Path, where: str) -> list[Path]:
+    """The Parquet files of the table at `path`: the file, or a folder's files in name order."""
     if path.is_file():
         return [path]
     if path.is_dir():
@@ -147,6 +159,6 @@ def _table_files(path: Path) -> list[Path]:
         if files:
             return files
     raise DataError(
-        f"data_dir {path} is not a Parquet file or a folder of them; expected a .parquet file, "
-        "or a folder of .parquet files that together are one table"
+        f"{where} is not a Parquet file or a folder of them; expected a .parquet file, or a "
+        "folder of .parquet files that together are one table"
     )

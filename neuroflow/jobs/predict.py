@@ -25,6 +25,7 @@ from neuroflow.tracking.runs import (
     download,
     experiment_id,
     log_params_once,
+    params_of,
     resolve_data,
 )
 
@@ -35,14 +36,7 @@ EXPECTED = "a models:/ URI of a classifier this project logged"
 def predict(config: PredictConfig) -> dict[str, float]:
     """In the active run. Returns the metrics it logged."""
     mlflow.set_tags({STEP_TAG: "predict", **provenance_tags()})
-    log_params_once(
-        {
-            "model": config.model,
-            "data": config.data,
-            "engine": config.engine,
-            "batch_size": config.batch_size,
-        }
-    )
+    log_params_once(params_of(config))
     mlflow.set_tag("model_uri", config.model)
     with tempfile.TemporaryDirectory() as tmp:
         # Every file checked against its recorded digest before MLflow imports its code.
@@ -61,7 +55,8 @@ def predict(config: PredictConfig) -> dict[str, float]:
         rule = InputRule.from_dict(network.input_rule, shape[1])  # the model's, not the digits'
         classes = list(network.classes)
         download = lambda run_id: Path(prepared(run_id, tmp))  # noqa: E731
-        inputs = open_inputs(config.data, rule, download, classes)
+        columns = (config.image_column, config.label_column)
+        inputs = open_inputs(config.data, rule, download, classes, columns)
         if inputs.count == 0:
             raise RunLookupError(f"data {config.data!r} holds no images; expected at least one")
         log_input(inputs)
