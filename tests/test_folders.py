@@ -54,18 +54,47 @@ def test_the_same_images_as_pictures_give_the_arrays_and_digests_of_the_idx_rout
     assert from_pictures["official_test"] and from_pictures["title"] == "pictures"
 
 
-@pytest.mark.slow  # 10,000 pictures written
+@pytest.mark.slow  # 10,000 pictures written twice, three preprocess and train_cnn runs
 @pytest.mark.skipif(not MNIST_T10K.exists(), reason="the real MNIST test split is not at hand")
-def test_real_mnist_as_pictures_gives_the_digests_of_its_idx_files(tmp_path):
+def test_real_mnist_as_pictures_and_as_a_table_trains_as_its_idx_files_do(tmp_path):
+    """The MNIST test split written as an ImageFolder of PNGs and as a Parquet table of PNG
+    bytes: preprocess gives the digests of its IDX files, and so train_cnn the same metrics."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from neuroflow.data.idx import find_pairs, read_pair
 
     (pair,) = find_pairs(MNIST_T10K)
-    images, labels = read_pair(pair)
-    write_pictures(tmp_path / "mnist-t10k", np.asarray(images), np.asarray(labels))
-    from_idx = prepared_digest("idx", MNIST_T10K, tmp_path)
-    from_pictures = prepared_digest("folder", tmp_path / "mnist-t10k", tmp_path)
-    assert from_pictures["digest"] == from_idx["digest"]
-    assert from_pictures["splits"]["test"]["count"] == 2000
+    images, labels = (np.asarray(a) for a in read_pair(pair))
+    write_pictures(tmp_path / "mnist-t10k", images, labels)
+    encoded = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        encoded.append(buffer.getvalue())
+    table = pa.table({"image": encoded, "label": labels.astype(np.int64)})
+    pq.write_table(table, tmp_path / "mnist-t10k.parquet", row_group_size=1000)
+    (tmp_path / "store").mkdir()
+    store = Store(tmp_path / "store")
+    routes = {
+        "idx": MNIST_T10K,
+        "folder": tmp_path / "mnist-t10k",
+        "parquet": tmp_path / "mnist-t10k.parquet",
+    }
+    digests, metrics = {}, {}
+    for dataset, data_dir in routes.items():
+        prepared = store.step("preprocess", dataset=dataset, data_dir=str(data_dir))
+        assert prepared.returncode == 0, prepared.stderr
+        digests[dataset] = store.get(prepared.run_id).data.tags["data_digest"]
+        trained = store.step("train_cnn", data=prepared.run_id, epochs=1, max_batches=20)
+        assert trained.returncode == 0, trained.stderr
+        run = store.get(trained.run_id).data.metrics
+        metrics[dataset] = {key: run[key] for key in ("test_accuracy", "test_loss", "val_loss")}
+    assert digests["folder"] == digests["parquet"] == digests["idx"]
+    assert metrics["folder"] == metrics["parquet"] == metrics["idx"]
+    print(f"digest {digests['idx']} by all three routes; train_cnn {metrics['idx']}")
 
 
 def test_class_names_come_from_the_folders_and_given_splits_are_kept(tmp_path):
