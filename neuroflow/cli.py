@@ -78,8 +78,8 @@ def flag(name: str) -> str:
 
 def check_data_dir(dataset: str, data_dir: str) -> None:
     """dataset idx reads a folder or an archive of IDX files, dataset folder a folder of
-    pictures, dataset parquet a Parquet file or a folder of them: refuse a data_dir that is not
-    one (preprocess and main, before any run of theirs starts)."""
+    pictures, dataset parquet a Parquet file or a folder of them, dataset delta a Delta table's
+    folder: refuse a data_dir that is not one (preprocess and main, before any run starts)."""
     path = Path(data_dir).expanduser().resolve()
     if dataset == "idx" and not (path.is_dir() or archives.is_archive(path)):
         raise click.BadParameter(
@@ -91,6 +91,11 @@ def check_data_dir(dataset: str, data_dir: str) -> None:
         raise click.BadParameter(
             f"{data_dir!r} is not a .parquet file or a folder; dataset parquet needs a Parquet "
             "file, or a folder of them that together are one table",
+            param_hint="'--data-dir'",
+        )
+    if dataset == "delta" and not path.is_dir():
+        raise click.BadParameter(
+            f"{data_dir!r} is not a folder; dataset delta needs the folder of a Delta table",
             param_hint="'--data-dir'",
         )
     if dataset == "folder" and not path.is_dir():

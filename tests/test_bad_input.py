@@ -208,6 +208,11 @@ ROWS = [
     ),
     row(
         "preprocess",
+        {"dataset": "delta", "data_dir": "{empty}"},
+        "empty has no _delta_log; expected the folder of a Delta table",
+    ),
+    row(
+        "preprocess",
         {"dataset": "idx", "data_dir": "{empty}"},
         "empty holds no IDX pairs; expected files like train-images-idx3-ubyte",
     ),

@@ -131,3 +131,28 @@ def test_a_file_that_is_not_parquet_or_not_there_is_refused(tmp_path):
         load_source("parquet", str(tmp_path / "broken.parquet"), RULE)
     with pytest.raises(DataError, match="is not a Parquet file or a folder of them"):
         load_source("parquet", str(tmp_path / "missing.parquet"), RULE)
+
+
+def test_a_delta_table_is_read_at_its_current_version_and_each_commit_is_new_data(tmp_path):
+    deltalake = pytest.importorskip("deltalake")  # the Delta extra, which make test installs
+    from neuroflow.data.fingerprint import fingerprint
+
+    images, labels = synthetic_digits(90, seed=5)
+    rows = pa.table({"image": [png(i) for i in images], "label": labels.astype(np.int64)})
+    deltalake.write_deltalake(str(tmp_path / "pets"), rows.slice(0, 60))
+    first = fingerprint("delta", str(tmp_path / "pets"))
+    deltalake.write_deltalake(str(tmp_path / "pets"), rows.slice(60), mode="append")
+    assert fingerprint("delta", str(tmp_path / "pets")) != first  # a commit re-runs preprocess
+    pq.write_table(rows, tmp_path / "same.parquet")
+    from_delta = prepared("delta", tmp_path / "pets", tmp_path)
+    assert (
+        from_delta["digest"] == prepared("parquet", tmp_path / "same.parquet", tmp_path)["digest"]
+    )
+    assert from_delta["title"] == "pets" and from_delta["dataset"] == "delta"
+
+    (log,) = sorted((tmp_path / "pets" / "_delta_log").glob("*.json"))[-1:]
+    log.write_text("{ not json")
+    with pytest.raises(DataError, match="its Delta log cannot be read"):
+        load_source("delta", str(tmp_path / "pets"), RULE)
+    with pytest.raises(DataError, match="has no _delta_log; expected the folder of a Delta"):
+        load_source("delta", str(tmp_path), RULE)

@@ -37,7 +37,7 @@ class InputRule:
     def for_source(cls, dataset: str, size: int, mnist_framing: bool) -> InputRule:
         """The digits are framed (unless mnist_framing is off); a team's pictures (a folder's,
         a table's) are fitted and padded; every other source, MNIST-like, is resized."""
-        if dataset in ("folder", "parquet"):  # a team's own pictures
+        if dataset in ("folder", "parquet", "delta"):  # a team's own pictures
             return cls(size, "pad")
         framed = mnist_framing and dataset == "digits"
         return cls(size, "mnist" if framed else "none", invert_light_background=framed)

@@ -1,6 +1,6 @@
 """Where images come from: scikit-learn's digits, the torchvision MNIST family, IDX files in a
 folder or an archive, or a team's pictures: in a folder by class (neuroflow.data.folders) or in
-a Parquet table (neuroflow.data.tables).
+a Parquet or Delta table (neuroflow.data.tables).
 
 A source yields parts, each a block of (N, H, W) uint8 images with (N,) labels, marked as the
 official test split, a given validation split, or neither. Parts may be memory-mapped or read
@@ -31,8 +31,8 @@ TORCHVISION = {
     "kmnist": ("KMNIST", ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]),
 }
 # checked at the door: click.Choice(DATASETS)
-DATASETS = ("digits", *TORCHVISION, "idx", "folder", "parquet")
-FOLDERS = ("idx", "folder", "parquet")  # read from data_dir as it is, and named after it
+DATASETS = ("digits", *TORCHVISION, "idx", "folder", "parquet", "delta")
+FOLDERS = ("idx", "folder", "parquet", "delta")  # read from data_dir as it is, named after it
 
 
 @dataclass
@@ -80,8 +80,8 @@ def load_source(
     path = Path(data_dir).expanduser()
     if name == "folder":
         return _pictures(path, rule or InputRule(28, "pad"))
-    if name == "parquet":
-        return _table(path, rule or InputRule(28, "pad"), *columns)
+    if name in ("parquet", "delta"):
+        return _table(path, rule or InputRule(28, "pad"), *columns, delta=name == "delta")
     path = path.resolve()
     if name in TORCHVISION:
         return _torchvision(name, path)
@@ -125,11 +125,11 @@ def _pictures(folder: Path, rule: InputRule) -> Source:
     return Source("folder", folder.resolve().as_uri(), parts, classes, title)
 
 
-def _table(path: Path, rule: InputRule, image_column: str, label_column: str) -> Source:
-    classes, images, labels = tables.open_table(path, image_column, label_column, rule)
+def _table(path: Path, rule: InputRule, image: str, label: str, delta: bool) -> Source:
+    classes, images, labels = tables.open_table(path, image, label, rule, delta)
     part = Part(images, labels, path.name)
-    title = dataset_title("parquet", str(path))
-    return Source("parquet", path.resolve().as_uri(), [part], classes, title)
+    name = "delta" if delta else "parquet"
+    return Source(name, path.resolve().as_uri(), [part], classes, dataset_title(name, str(path)))
 
 
 def _idx_folder(folder: Path, where: str = "") -> Source:

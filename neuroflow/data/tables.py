@@ -1,4 +1,7 @@
-"""A team's pictures in a table: a Parquet file, or a folder of them (one table split in files).
+"""A team's pictures in a table: a Parquet file, a folder of them (one table split in files), or
+a Delta table (its current version's files, listed by its log through deltalake: the Delta
+extra, `pip install -r requirements-delta.txt`; the image and label columns may not be
+partition columns).
 
 Each row is one picture and its class. The image column (`image_column`, default "image")
 holds the encoded file (bytes of a PNG, JPEG, BMP or WebP; or a struct with a "bytes" field, as
@@ -85,12 +88,12 @@ class TableImages:
         )
 
 
-def open_table(path: Path, image_column: str, label_column: str, rule):
-    """The classes of the table at `path` (a Parquet file, or a folder of them) and its one
-    part: (classes, images, labels). Raises a one-line DataError for a table that is not one
-    of pictures and classes."""
+def open_table(path: Path, image_column: str, label_column: str, rule, delta: bool = False):
+    """The classes of the table at `path` (a Parquet file, a folder of them, or with `delta` a
+    Delta table) and its one part: (classes, images, labels). Raises a one-line DataError for
+    a table that is not one of pictures and classes."""
     where = f"data_dir {path}"
-    files = table_files(path, where)
+    files = delta_files(path, where) if delta else table_files(path, where)
     raw = read_labels(files, image_column, label_column, where, required=True)
     if np.issubdtype(raw.dtype, np.integer):
         ids = raw.astype(np.int64)
@@ -162,3 +165,34 @@ def table_files(path: Path, where: str) -> list[Path]:
         f"{where} is not a Parquet file or a folder of them; expected a .parquet file, or a "
         "folder of .parquet files that together are one table"
     )
+
+
+DELTA_EXTRA = "pip install -r requirements-delta.txt"  # deltalake, pinned
+
+
+def delta_files(path: Path, where: str) -> list[Path]:
+    """The Parquet files of a Delta table's current version, in the order they were added."""
+    try:
+        from deltalake import DeltaTable
+    except ImportError:
+        raise DataError(
+            f"dataset delta needs deltalake, which is not installed: {DELTA_EXTRA}"
+        ) from None
+    if not (path / "_delta_log").is_dir():
+        raise DataError(f"{where} has no _delta_log; expected the folder of a Delta table")
+    try:
+        actions = DeltaTable(str(path)).get_add_actions(flatten=True)
+    except Exception as error:  # deltalake raises errors of its own for a broken log
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(
+            f"{where}: its Delta log cannot be read ({reason}); expected a Delta table"
+        ) from None
+    from urllib.parse import unquote
+
+    # in the order they were committed: rows keep the order they were written in
+    times, names = actions.column("modification_time"), actions.column("path")
+    added = sorted(zip(times.to_pylist(), names.to_pylist(), strict=True))
+    files = [path / unquote(name) for _, name in added]
+    if not files:
+        raise DataError(f"{where} is a Delta table with no files; expected its pictures")
+    return files
