@@ -60,11 +60,17 @@ SCHEMA = Setting("", help="Unity Catalog schema (registry URI databricks-uc)")
 
 
 @config
-class PrepareConfig(Checked):
+class SourceConfig(Checked):
+    """Which images: what preprocess reads, and main hands it."""
+
     dataset: str = DATASET.field()
     data_dir: str = DATA_DIR.field()
     image_column: str = IMAGE_COLUMN.field()
     label_column: str = LABEL_COLUMN.field()
+
+
+@config
+class PrepareConfig(SourceConfig):
     val_fraction: float = FRACTION.field(
         0.1, help="share of the training pool held out for validation and early stopping"
     )
@@ -283,11 +289,7 @@ ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
 
 
 @config
-class PipelineConfig(Checked):
-    dataset: str = DATASET.field()
-    data_dir: str = DATA_DIR.field()
-    image_column: str = IMAGE_COLUMN.field()
-    label_column: str = LABEL_COLUMN.field()
+class PipelineConfig(SourceConfig):
     models: tuple[str, ...] = setting(FAMILIES, choices=FAMILIES, help="which families to train")
     epochs: int = setting(
         0, low=0, help="epochs for every trainer; 0 = each trainer's own default, tuned for a CPU"

@@ -7,6 +7,7 @@ Steps pass run ids and model URIs to each other; nothing goes through a guessed 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import mlflow
@@ -17,7 +18,7 @@ from neuroflow.data.fingerprint import TAG as FINGERPRINT_TAG
 from neuroflow.data.fingerprint import fingerprint
 from neuroflow.errors import NeuroflowError
 from neuroflow.families import CLASSIFIERS, PRIMARY_METRIC
-from neuroflow.settings import PipelineConfig
+from neuroflow.settings import PipelineConfig, SourceConfig
 from neuroflow.tracking import cache
 from neuroflow.tracking.lineage import code_digest, provenance_tags
 from neuroflow.tracking.registry import CHAMPION, alias_version
@@ -79,12 +80,7 @@ class Pipeline:
         now = fingerprint(config.dataset, config.data_dir)
         return self.step(
             "preprocess",
-            {
-                "dataset": config.dataset,
-                "data_dir": config.data_dir,
-                "image_column": config.image_column,
-                "label_column": config.label_column,
-            },
+            {f.name: getattr(config, f.name) for f in dataclasses.fields(SourceConfig)},
             still_valid=lambda run: now is not None and run.data.tags.get(FINGERPRINT_TAG) == now,
         )
 
