@@ -31,25 +31,40 @@ SPLITS = ("train", "val", "test")  # given splits; the pool of a folder without 
 MIN_SIDE = 8  # pixels: below this a picture holds too little to learn from
 
 
-class Pictures:
-    """(N, size, size) uint8 images read from files only when indexed, each brought to the
-    frame by `rule` (neuroflow.data.framing.InputRule): an array to prepare's reader."""
+class LazyImages:
+    """(N, size, size) uint8 images decoded only when indexed, each brought to the frame by
+    `rule` (neuroflow.data.framing.InputRule): an array to prepare's reader and to predict.
+    A subclass says how to read one picture in grey."""
 
-    def __init__(self, files: list[Path], rule):
-        self.files, self.rule = files, rule
-        self.shape = (len(files), rule.size, rule.size)
+    def __init__(self, count: int, rule):
+        self.rule = rule
+        self.shape = (count, rule.size, rule.size)
 
     def __len__(self) -> int:
-        return len(self.files)
+        return self.shape[0]
 
     def __getitem__(self, index) -> np.ndarray:
-        chosen = np.arange(len(self.files))[index]
-        if np.ndim(chosen) == 0:
-            return self.rule.apply(read_picture(self.files[int(chosen)])[None])[0]
-        out = np.empty((len(chosen), *self.shape[1:]), np.uint8)
-        for place, file in enumerate(chosen):
-            out[place] = self.rule.apply(read_picture(self.files[int(file)])[None])[0]
-        return out
+        chosen = np.arange(len(self))[index]
+        rows = np.atleast_1d(chosen)
+        out = np.empty((len(rows), *self.shape[1:]), np.uint8)
+        for place, row in enumerate(rows):
+            out[place] = self.rule.apply(self.picture(int(row))[None])[0]
+        return out if np.ndim(chosen) else out[0]
+
+    def picture(self, row: int) -> np.ndarray:
+        """Picture `row` as (H, W) uint8 grey, at its own size."""
+        raise NotImplementedError
+
+
+class Pictures(LazyImages):
+    """A folder's picture files, in the order given."""
+
+    def __init__(self, files: list[Path], rule):
+        super().__init__(len(files), rule)
+        self.files = files
+
+    def picture(self, row: int) -> np.ndarray:
+        return read_picture(self.files[row])
 
 
 def read_picture(path: Path) -> np.ndarray:

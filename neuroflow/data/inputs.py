@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from neuroflow.data import archives
-from neuroflow.data.folders import SUFFIXES, read_picture
+from neuroflow.data.folders import SUFFIXES, Pictures
 from neuroflow.data.framing import InputRule
 from neuroflow.errors import DataError
 
@@ -153,16 +153,13 @@ def _pictures(folder: Path) -> list[Path]:
 
 def _pictures_folder(folder: Path, rule: InputRule, classes: list[str]) -> Inputs:
     files = _pictures(folder)
-
-    def read(start: int, stop: int) -> np.ndarray:
-        return np.stack([rule.apply(read_picture(f)[None])[0] for f in files[start:stop]])
-
+    pictures = Pictures(files, rule)
     return Inputs(
         str(folder.resolve()),
         folder.name,
         len(files),
         class_labels(folder, files, classes),
-        read,
+        lambda start, stop: pictures[start:stop],
         lambda start, stop: [str(f.relative_to(folder)) for f in files[start:stop]],
     )
 

@@ -21,47 +21,37 @@ from pathlib import Path
 
 import numpy as np
 
-from neuroflow.data.folders import picture_from
+from neuroflow.data.folders import LazyImages, picture_from
 from neuroflow.errors import DataError
 
 
-class TableImages:
-    """(N, size, size) uint8 images of a table's image column, decoded only when indexed."""
+class TableImages(LazyImages):
+    """The pictures of a table's image column, a row group read when one of its rows is."""
 
     def __init__(self, files: list, column: str, rule, where: str):
         import pyarrow.parquet as pq
 
-        self.column, self.rule, self.where = column, rule, where
-        self.groups = []  # (file, row group, first row, rows)
-        start = 0
+        self.column, self.where = column, where
+        self.groups = []  # (file, row group) of each row group, in the table's order
+        starts = [0]
         for file in files:
             meta = pq.ParquetFile(file).metadata
             for group in range(meta.num_row_groups):
-                rows = meta.row_group(group).num_rows
-                self.groups.append((file, group, start, rows))
-                start += rows
-        self.starts = np.array([g[2] for g in self.groups] + [start])
-        self.shape = (start, rule.size, rule.size)
-        self._cached = (None, None)  # (group index, its decoded column)
+                self.groups.append((file, group))
+                starts.append(starts[-1] + meta.row_group(group).num_rows)
+        self.starts = np.array(starts)  # each group's first row, then the row count
+        super().__init__(starts[-1], rule)
+        self._cached = (None, None)  # (group index, its column as a list)
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index) -> np.ndarray:
-        chosen = np.atleast_1d(np.arange(len(self))[index])
-        out = np.empty((len(chosen), *self.shape[1:]), np.uint8)
-        owners = np.searchsorted(self.starts, chosen, side="right") - 1
-        for place, (row, owner) in enumerate(zip(chosen, owners, strict=True)):
-            cells = self._group(int(owner))
-            cell = cells[int(row - self.starts[owner])]
-            out[place] = self.rule.apply(self._decode(cell, int(row))[None])[0]
-        return out if np.ndim(np.arange(len(self))[index]) else out[0]
+    def picture(self, row: int) -> np.ndarray:
+        owner = int(np.searchsorted(self.starts, row, side="right")) - 1
+        return self._decode(self._group(owner)[row - int(self.starts[owner])], row)
 
     def _group(self, owner: int) -> list:
         if self._cached[0] != owner:
             import pyarrow.parquet as pq
 
-            file, group, _, _ = self.groups[owner]
+            file, group = self.groups[owner]
             table = pq.ParquetFile(file).read_row_group(group, columns=[self.column])
             self._cached = (owner, table.column(self.column).to_pylist())
         return self._cached[1]
