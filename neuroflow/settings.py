@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from neuroflow import families
 from neuroflow.config import Checked, Setting, config, setting
+from neuroflow.data.framing import FITS
 from neuroflow.data.sources import DATASETS
 from neuroflow.families import metric_for, registered
 from neuroflow.uris import RUN_ID, check_data_value
@@ -67,6 +68,20 @@ class SourceConfig(Checked):
     data_dir: str = DATA_DIR.field()
     image_column: str = IMAGE_COLUMN.field()
     label_column: str = LABEL_COLUMN.field()
+    image_size: int = setting(
+        28, low=8, high=256, help="the side of the square images every model takes"
+    )
+    channels: str = setting(
+        "auto",
+        choices=("auto", "1", "3"),
+        help="1: grey; 3: colour (red, green, blue); auto: colour when any picture is",
+    )
+    fit: str = setting(
+        "pad",
+        choices=FITS,
+        help="for dataset=folder, parquet and delta: pad fits each picture whole into the square "
+        "on black; crop fills the square and cuts what is over about the centre",
+    )
 
 
 @config
@@ -78,7 +93,6 @@ class PrepareConfig(SourceConfig):
         0.2, help="share held out for testing, when the source has no official test split"
     )
     seed: int = setting(0, low=0, help="the split's seed")
-    image_size: int = setting(28, low=8, high=256, help="MNIST's size; digits (8x8) are resized")
     # a CNN trained on the digits reads 22.6% of real MNIST when they are stretched to the frame
     mnist_framing: bool = setting(
         True,

@@ -46,6 +46,7 @@ LONGEST_FIRST = (
     "test_load.py",
     "test_run_anywhere.py",
     "test_pipeline.py",
+    "test_colour.py",
     "test_folders.py",
     "test_accuracy.py",
     "test_databricks.py",

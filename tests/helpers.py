@@ -61,6 +61,30 @@ def synthetic_digits(count: int, size: int = 28, classes: int = 10, seed: int = 
     return images, labels.astype(np.uint8)
 
 
+def tinted(images: np.ndarray, seed: int = 0, contrast: float = 160.0) -> np.ndarray:
+    """(N, H, W) grey digits (white ink on black) -> (N, H, W, 3) uint8: each digit's ink in a
+    random colour on a background of another random colour, the two at least `contrast` apart
+    in RGB. Their luma may be alike, so in grey many digits all but vanish."""
+    rng = np.random.default_rng(seed)
+    ink, paper = rng.integers(0, 256, (2, len(images), 3)).astype(np.float64)
+    while (close := np.linalg.norm(ink - paper, axis=1) < contrast).any():
+        paper[close] = rng.integers(0, 256, (int(close.sum()), 3))
+    share = images.astype(np.float64)[..., None] / 255  # (N, H, W, 1)
+    mixed = paper[:, None, None] + (ink - paper)[:, None, None] * share
+    return np.rint(mixed).astype(np.uint8)
+
+
+def write_pictures(folder: Path, images: np.ndarray, labels: np.ndarray, names=None) -> Path:
+    """Each image as <folder>/<class name>/<running number>.png, in the order given."""
+    from PIL import Image
+
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        home = folder / (names[label] if names else str(label))
+        home.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(home / f"{index:05d}.png")
+    return folder
+
+
 @dataclass
 class MlflowRun:
     returncode: int

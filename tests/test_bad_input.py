@@ -37,6 +37,12 @@ def bad_folders(root: Path) -> dict[str, Path]:
     for index, image in enumerate(images[:5]):
         Image.fromarray(image).save(one_class / f"{index}.png")
     folders["one_class"] = one_class.parent
+    mixed = root / "mixed"  # grey pictures, and one in colour
+    for index, image in enumerate(images[:6]):
+        (mixed / str(index % 2)).mkdir(parents=True, exist_ok=True)
+        picture = Image.fromarray(image).convert("RGB" if index == 3 else "L")
+        picture.save(mixed / str(index % 2) / f"{index}.png")
+    folders["mixed"] = mixed
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -196,6 +202,13 @@ ROWS = [
         {"dataset": "folder", "data_dir": "{one_class}"},
         "has only class 'cat'; expected a folder per class, two or more",
     ),
+    row(
+        "preprocess",
+        {"dataset": "folder", "data_dir": "{mixed}", "channels": "1"},
+        "channels=1, but {mixed}/1/3.png is in colour and {mixed}/0/0.png is grey; expected "
+        "pictures all grey or all in colour when channels is fixed, or channels=auto",
+    ),
+    row("preprocess", {"channels": "4"}, "'4' is not one of 'auto', '1', '3'"),
     row(
         "preprocess",
         {"dataset": "parquet", "data_dir": "{plain_file}"},

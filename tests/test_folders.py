@@ -4,6 +4,7 @@ for each way a folder can be wrong."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import MNIST_T10K, Store, synthetic_digits, write_idx_folder
+from helpers import MNIST_T10K, Store, synthetic_digits, write_idx_folder, write_pictures
 from neuroflow.data.fingerprint import fingerprint
 from neuroflow.data.folders import read_picture
 from neuroflow.data.framing import InputRule
@@ -21,15 +22,6 @@ from neuroflow.errors import DataError
 from neuroflow.settings import PrepareConfig
 
 RULE = InputRule(28, "pad")
-
-
-def write_pictures(folder: Path, images: np.ndarray, labels: np.ndarray, names=None) -> Path:
-    """Each image as <folder>/<class name>/<running number>.png, in the order given."""
-    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
-        home = folder / (names[label] if names else str(label))
-        home.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(home / f"{index:05d}.png")
-    return folder
 
 
 def prepared_digest(dataset: str, data_dir: Path, tmp_path: Path, **settings) -> dict:
@@ -109,7 +101,7 @@ def test_class_names_come_from_the_folders_and_given_splits_are_kept(tmp_path):
     assert counts["val"] == 9 and counts["train"] + counts["test"] == 30  # test by fraction
 
 
-def test_every_mode_becomes_one_grey_channel_by_the_documented_rule(tmp_path):
+def test_every_mode_is_read_grey_or_in_colour_by_the_documented_rule(tmp_path):
     grey = np.tile(np.arange(0, 250, 25, dtype=np.uint8), (10, 1))  # (10, 10)
     rgb = np.stack([grey, grey // 2, np.zeros_like(grey)], axis=-1)
     rgba = np.dstack([rgb, np.full_like(grey, 0)])  # see-through: paper
@@ -119,20 +111,30 @@ def test_every_mode_becomes_one_grey_channel_by_the_documented_rule(tmp_path):
         "rgb.png": Image.fromarray(rgb),
         "rgba.png": Image.fromarray(rgba),
         "p.png": Image.fromarray(rgb).quantize(16),
+        "grey-palette.png": Image.fromarray(grey).convert("P"),
         "i16.png": Image.fromarray(wide),
         "bilevel.png": Image.fromarray(grey > 100),
+        "la.png": Image.fromarray(np.dstack([grey, np.zeros_like(grey)]), "LA"),
     }
     for name, image in written.items():
         image.save(tmp_path / name)
     read = {name: read_picture(tmp_path / name) for name in written}
-    assert (read["l.png"] == grey).all()
-    luma = np.rint(grey * 0.299 + (grey // 2) * 0.587).astype(int)
-    assert np.abs(read["rgb.png"].astype(int) - luma).max() <= 1
-    assert (read["rgba.png"] == 255).all()  # over white
-    assert np.abs(read["p.png"].astype(int) - luma).max() <= 16  # through a 16-colour palette
+    colour = {"rgb.png", "rgba.png", "p.png"}
+    assert {name for name, image in read.items() if image.shape == (10, 10, 3)} == colour
+    assert all(read[name].shape == (10, 10) for name in set(written) - colour)
+    assert all(image.dtype == np.uint8 for image in read.values())
+    assert (read["l.png"] == grey).all() and (read["grey-palette.png"] == grey).all()
+    assert (read["rgb.png"] == rgb).all()
+    assert (read["rgba.png"] == 255).all() and (read["la.png"] == 255).all()  # over white
+    assert np.abs(read["p.png"].astype(int) - rgb).max() <= 16  # through a 16-colour palette
     assert (read["i16.png"] == grey).all()  # the top 8 bits
     assert set(np.unique(read["bilevel.png"])) == {0, 255}
-    assert all(image.dtype == np.uint8 and image.shape == (10, 10) for image in read.values())
+    # one channel: colour by its luma, as Pillow computes it; three: grey repeated
+    to_grey, to_colour = InputRule(10, "pad", channels=1), InputRule(10, "pad", channels=3)
+    luma = np.asarray(Image.fromarray(rgb).convert("L"))
+    assert (to_grey.apply(read["rgb.png"][None])[0] == luma).all()
+    assert (to_colour.apply(read["l.png"][None])[0] == grey[..., None]).all()
+    assert to_colour.apply(read["l.png"][None]).shape == (1, 10, 10, 3)
 
 
 def test_pictures_of_any_size_are_fitted_whole_and_padded(tmp_path):
@@ -205,7 +207,8 @@ def test_one_class_or_none_is_refused(tmp_path):
 @pytest.mark.slow  # main through the real `mlflow run`, three times
 def test_a_users_folder_runs_through_main_and_the_cache_follows_its_pictures(tmp_path):
     """Colour pictures of another size, in JPEG and PNG, in a folder outside the project: main
-    with dataset and data_dir alone trains, registers and promotes every family; run again,
+    with dataset and data_dir alone trains, registers and promotes every family, in colour
+    (channels=auto); run again,
     every step is reused; one picture changed, preprocess and every step after it run again."""
     names = ["cat", "dog", "owl"]
     images, labels = synthetic_digits(240, size=36, classes=3)
@@ -224,6 +227,10 @@ def test_a_users_folder_runs_through_main_and_the_cache_follows_its_pictures(tmp
         assert str(champion.version) == "1", family
     trained = store.get(store.client.get_model_version("pets_cnn", "1").run_id)
     assert trained.data.metrics["test_accuracy"] > 0.9
+    metadata = store.client.download_artifacts(
+        trained.data.params["data_run_id"], "prepared/metadata.json", str(tmp_path)
+    )
+    assert json.loads(Path(metadata).read_text())["channels"] == 3  # colour: every family
 
     again = store.run("main", dataset="folder", data_dir=str(pets))
     assert again.returncode == 0 and "python -m steps.preprocess" not in again.stderr

@@ -154,3 +154,24 @@ def test_a_sample_grid_lays_the_images_out_as_torchvisions_make_grid_does():
     for top, left in ((2, 2), (2, 8), (7, 2)):
         images[top : top + 3, left : left + 4] = True
     assert (drawn[~images] == 255).all()  # white gaps around and between, and the empty place
+
+
+@pytest.mark.parametrize(("size", "stages"), [(28, 2), (32, 2), (64, 3), (128, 4)])
+def test_the_gan_grows_a_stage_as_the_image_grows_and_makes_colour(size, stages):
+    from neuroflow.models.dcgan import stages as depth
+
+    generator = Generator(SMALL, (3, size, size))
+    critic = Discriminator(SMALL, (3, size, size))
+    assert depth((size, size)) == stages
+    assert generator.start == (SMALL.width << (stages - 1), size >> stages, size >> stages)
+    images = generator(torch.randn(2, SMALL.latent_dim))
+    assert images.shape == (2, 3, size, size) and critic(images).shape == (2,)
+    served = ImageGenerator(generator, {}).eval()
+    pixels = served(torch.randn(2, SMALL.latent_dim))
+    assert pixels.shape == (2, size, size, 3) and 0 <= pixels.min() <= pixels.max() <= 255
+
+
+def test_colour_images_reach_the_critic_channels_first():
+    colour = IMAGES[:4, :, :, None].repeat(1, 1, 1, 3)  # (4, 28, 28, 3) uint8
+    assert gan.to_unit_range(colour).shape == (4, 3, 28, 28)
+    assert torch.equal(gan.to_unit_range(colour)[:, 2], gan.to_unit_range(IMAGES[:4])[:, 0])

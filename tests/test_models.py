@@ -177,3 +177,46 @@ def test_unknown_rnn_cell_is_refused():
     # by the config, before any network is built
     with pytest.raises(ValueError, match="RNNConfig.cell: 'transformer' is not one of 'lstm'"):
         build_classifier("rnn", RNNConfig(cell="transformer"), (28, 28), MEAN, STD, CLASSES)
+
+
+@pytest.mark.parametrize("family", sorted(CLASSIFIERS))
+@pytest.mark.parametrize("size", [32, 64])
+def test_every_family_takes_colour_channels_last_at_any_size(family, size):
+    torch.manual_seed(0)
+    model = build_classifier(family, SMALL[family], (size, size), MEAN, STD, CLASSES, channels=3)
+    model.eval()
+    pixels = raw_pixels(3, (size, size, 3))
+    with torch.no_grad():
+        logits = model.logits(pixels)
+        assert logits.shape == (3, 10) and model(pixels.float()).shape == (3,)
+        torch.testing.assert_close(model.logits(pixels.reshape(3, -1)), logits)  # flattened
+        # each channel counts: the same pixels with red and blue swapped read differently
+        assert not torch.allclose(model.logits(pixels.flip(-1)), logits)
+    assert model.standardize.pixel_shape == (size, size, 3)
+
+
+@pytest.mark.parametrize(("size", "blocks"), [(28, 2), (32, 2), (64, 3), (256, 5)])
+def test_the_cnn_adds_blocks_as_the_image_grows(size, blocks):
+    model = build_classifier("cnn", SMALL["cnn"], (size, size), MEAN, STD, CLASSES, channels=3)
+    convs = [m for m in model.net.conv if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == blocks and convs[0].in_channels == 3
+    assert [c.out_channels for c in convs] == [4, 8] + [8] * (blocks - 2)
+
+
+def test_the_rnn_reads_each_row_in_every_channel():
+    model = build_classifier("rnn", SMALL["rnn"], (20, 12), MEAN, STD, CLASSES, channels=3)
+    assert model.net.rnn.input_size == 36  # 12 pixels of 3 channels per step
+
+
+def test_a_colour_classifier_is_rebuilt_from_its_description():
+    from neuroflow.models.build import describe, rebuild
+
+    torch.manual_seed(0)
+    model = build_classifier("cnn", SMALL["cnn"], (32, 32), MEAN, STD, CLASSES, channels=3)
+    spec = json.loads(json.dumps(describe(model)))
+    assert spec["channels"] == 3 and spec["image_shape"] == [32, 32]
+    rebuilt = rebuild(spec)
+    rebuilt.load_state_dict(model.state_dict())
+    pixels = raw_pixels(2, (32, 32, 3))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval().logits(pixels), model.eval().logits(pixels))

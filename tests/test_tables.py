@@ -112,7 +112,7 @@ BAD_TABLES = [
     (
         {},
         {"image": lambda images, labels: [list(range(10))] * len(labels)},
-        "holds 10 pixel values; expected the H x W values of a square picture",
+        "holds 10 pixel values; expected the H x W values of a square grey picture",
     ),
 ]
 

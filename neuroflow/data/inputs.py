@@ -1,7 +1,8 @@
 """Images to score, from wherever a user keeps them: a folder or archive of IDX files, a
-preprocess run (its test split), a .npy array of (N, H, W) pixels, or a folder of pictures of
-any size (labelled by their folders when these are named after the model's classes, and read
-in grey as preprocess reads them: neuroflow.data.folders). Each is read a batch at a time (IDX
+preprocess run (its test split), a .npy array of (N, H, W) grey or (N, H, W, 3) colour pixels,
+a folder of pictures of any size (labelled by their folders when these are named after the
+model's classes, and read grey or in colour as preprocess reads them: neuroflow.data.folders),
+or a Parquet table of them. Each is read a batch at a time (IDX
 files and arrays memory-mapped), so scoring a large set keeps memory flat. Every image comes
 out at the model's size by the model's own input rule (neuroflow.data.framing.InputRule), the
 same for arrays and picture files: the same images give the same predictions whichever way
@@ -28,7 +29,7 @@ class Inputs:
     name: str
     count: int
     labels: np.ndarray | None  # (N,) class ids, when the source has them
-    read: Callable[[int, int], np.ndarray]  # (start, stop) -> (stop - start, H, W) uint8
+    read: Callable[[int, int], np.ndarray]  # (start, stop) -> (stop - start, H, W[, C]) uint8
     ids: Callable[[int, int], list[str]]  # (start, stop) -> an id or path per image
     keep: object = None  # what must live while images are read (an unpacked archive)
 
@@ -85,10 +86,11 @@ def _array(path: Path, rule: InputRule) -> Inputs:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:
         raise DataError(f"data {path}: not a readable .npy array ({error})") from None
-    if array.ndim != 3 or not np.issubdtype(array.dtype, np.number):
+    colour = array.ndim == 4 and array.shape[-1] == 3
+    if not (array.ndim == 3 or colour) or not np.issubdtype(array.dtype, np.number):
         raise DataError(
             f"data {path} holds a {array.dtype} array of shape {array.shape}; expected "
-            "(N, H, W) pixel values in 0..255"
+            "(N, H, W) grey or (N, H, W, 3) colour pixel values in 0..255"
         )
     return Inputs(
         str(path.resolve()),

@@ -1,8 +1,9 @@
 """The prepared format: the folder preprocess logs and every later step reads by its URI.
 
     prepared/
-        metadata.json            classes, image shape, normalisation, digests, source, params
-        train-images.npy         (N, H, W) uint8      train-labels.npy  (N,) uint8
+        metadata.json            classes, image shape, channels, normalisation, digests, source
+        train-images.npy         (N, H, W) uint8 grey, or (N, H, W, 3) colour (channels last)
+        train-labels.npy         (N,) uint8
         train-hashes.npy         (N,) uint64, a hash of each source image's pixels
         val-images.npy ...       test-images.npy ...
 
@@ -35,7 +36,7 @@ _CHUNK = 4096  # images gathered, resized and written at a time
 
 @dataclass
 class Prepared:
-    images: dict[str, np.ndarray]  # split -> (N, H, W) uint8
+    images: dict[str, np.ndarray]  # split -> (N, H, W) or (N, H, W, C) uint8
     labels: dict[str, np.ndarray]  # split -> (N,) uint8
     meta: dict
     hashes: dict[str, np.ndarray] | None = None  # split -> (N,) uint64; None in format 1
@@ -56,6 +57,17 @@ class Prepared:
     @property
     def image_shape(self) -> tuple[int, int]:
         return tuple(self.meta["image_shape"])
+
+    @property
+    def channels(self) -> int:
+        """1 (grey, images (N, H, W)) or 3 (colour, images (N, H, W, 3))."""
+        return self.meta.get("channels", 1)  # absent from data prepared before colour
+
+    @property
+    def pixel_shape(self) -> tuple[int, ...]:
+        """One image's shape: (H, W), or (H, W, C) in colour."""
+        channels = self.channels
+        return self.image_shape if channels == 1 else (*self.image_shape, channels)
 
     @property
     def input_rule(self) -> dict:
@@ -93,7 +105,9 @@ def prepare(source: Source, out_dir: Path, config, fingerprint: str = "") -> dic
             indices[split] = np.arange(sum(len(p.labels) for p in parts))
 
     size, num_classes, splits = config.image_size, len(source.classes), {}
-    rule = InputRule.for_source(source.name, size, config.mnist_framing)
+    rule = InputRule.for_source(
+        source.name, size, config.mnist_framing, source.channels, config.fit
+    )
     for split in SPLITS:
         chosen = indices[split]
         splits[split] = _write_split(out_dir, split, sources[split], chosen, rule, num_classes)
@@ -106,6 +120,7 @@ def prepare(source: Source, out_dir: Path, config, fingerprint: str = "") -> dic
         "source_fingerprint": fingerprint,
         "classes": source.classes,
         "image_shape": [size, size],
+        "channels": source.channels,
         "native_shape": list(source.native_shape),
         "official_test": bool(given["test"]),
         "given_val": bool(given["val"]),
@@ -158,8 +173,8 @@ def _write_split(
 ) -> dict:
     """Write one split, each chunk of images brought to the rule's size by the rule."""
     images_path, labels_path = out_dir / f"{split}-images.npy", out_dir / f"{split}-labels.npy"
-    size = rule.size
-    images = np.lib.format.open_memmap(images_path, "w+", np.uint8, (len(indices), size, size))
+    shape = (len(indices), *rule.shape)
+    images = np.lib.format.open_memmap(images_path, "w+", np.uint8, shape)
     labels = np.empty(len(indices), np.uint8)
     hashes = np.empty(len(indices), np.uint64)
     start = 0
@@ -185,8 +200,9 @@ def _write_split(
 
 
 def image_hashes(images: np.ndarray) -> np.ndarray:
-    """(N, H, W) uint8 source images -> (N,) uint64: 8 bytes of BLAKE2b over each image's shape
-    and pixels. The same image has the same hash in any prepared dataset of the same source."""
+    """(N, H, W[, C]) uint8 source images -> (N,) uint64: 8 bytes of BLAKE2b over each image's
+    shape and pixels. The same image has the same hash in any prepared dataset of the same
+    source."""
     out = np.empty(len(images), np.uint64)
     for index, image in enumerate(images):
         digest = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=8)
@@ -198,11 +214,11 @@ def image_hashes(images: np.ndarray) -> np.ndarray:
 def _gather(parts: list[Part], indices: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Images and labels at `indices` of the parts laid end to end, a chunk at a time."""
     offsets = np.cumsum([0] + [len(p.labels) for p in parts])
-    height, width = parts[0].images.shape[1:]
+    shape = parts[0].images.shape[1:]
     for start in range(0, len(indices), _CHUNK):
         chunk = indices[start : start + _CHUNK]
         owner = np.searchsorted(offsets, chunk, side="right") - 1
-        images = np.empty((len(chunk), height, width), np.uint8)
+        images = np.empty((len(chunk), *shape), np.uint8)
         labels = np.empty(len(chunk), np.uint8)
         for part_id in np.unique(owner):
             mask = owner == part_id

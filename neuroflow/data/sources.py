@@ -2,20 +2,22 @@
 folder or an archive, or a team's pictures: in a folder by class (neuroflow.data.folders) or in
 a Parquet or Delta table (neuroflow.data.tables).
 
-A source yields parts, each a block of (N, H, W) uint8 images with (N,) labels, marked as the
-official test split, a given validation split, or neither. Parts may be memory-mapped or read
-from files as they are indexed; nothing here copies them.
+A source yields parts, each a block of (N, H, W) grey or (N, H, W, 3) colour uint8 images with
+(N,) labels, marked as the official test split, a given validation split, or neither. Its
+`channels` are those its prepared images get (neuroflow.data.folders.channels_for). Parts may
+be memory-mapped or read from files as they are indexed; nothing here copies them.
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from neuroflow.data import archives, folders, idx, tables
+from neuroflow.data.folders import LazyImages, channels_for
 from neuroflow.data.framing import InputRule
 from neuroflow.errors import DataError
 
@@ -37,7 +39,7 @@ FOLDERS = ("idx", "folder", "parquet", "delta")  # read from data_dir as it is, 
 
 @dataclass
 class Part:
-    images: np.ndarray  # (N, H, W) uint8
+    images: np.ndarray  # (N, H, W) or (N, H, W, 3) uint8
     labels: np.ndarray  # (N,) integer class ids
     origin: str
     official_test: bool = False
@@ -55,10 +57,11 @@ class Source:
     title: str = ""
     # An unpacked archive the parts are memory-mapped from; removed when the Source is.
     unpacked: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    channels: int = 1  # 1 (grey) or 3 (colour): what its prepared images get
 
     @property
     def native_shape(self) -> tuple[int, int]:
-        return self.parts[0].images.shape[1:]
+        return self.parts[0].images.shape[1:3]
 
     @property
     def has_official_test(self) -> bool:
@@ -70,18 +73,28 @@ def load_source(
     data_dir: str,
     rule: InputRule | None = None,
     columns: tuple[str, str] = ("image", "label"),
+    channels: str = "auto",
 ) -> Source:
     """Open dataset `name`; `data_dir` is where torchvision data lives, the IDX folder or
     archive, the folder of pictures or the Parquet table (whose image and label `columns` are
-    given). Pictures come out brought to the frame by `rule` as they are read (default: 28
+    given). `channels` ("auto", "1" or "3") says what its prepared images get. Pictures come
+    out brought to the frame and to those channels by `rule` as they are read (default: 28
     pixels, fitted and padded)."""
+    source = _opened(name, Path(data_dir).expanduser(), rule or InputRule(28, "pad"), columns)
+    images = [part.images for part in source.parts]
+    source.channels = channels_for(images, channels, f"data_dir {data_dir}")
+    for lazy in (block for block in images if isinstance(block, LazyImages)):
+        lazy.rule = replace(lazy.rule, channels=source.channels)
+    return source
+
+
+def _opened(name: str, path: Path, rule: InputRule, columns: tuple[str, str]) -> Source:
     if name == "digits":
         return _digits()
-    path = Path(data_dir).expanduser()
     if name == "folder":
-        return _pictures(path, rule or InputRule(28, "pad"))
+        return _pictures(path, rule)
     if name in ("parquet", "delta"):
-        return _table(path, rule or InputRule(28, "pad"), *columns, delta=name == "delta")
+        return _table(path, rule, *columns, delta=name == "delta")
     path = path.resolve()
     if name in TORCHVISION:
         return _torchvision(name, path)

@@ -5,10 +5,12 @@ partition columns).
 
 Each row is one picture and its class. The image column (`image_column`, default "image")
 holds the encoded file (bytes of a PNG, JPEG, BMP or WebP; or a struct with a "bytes" field, as
-Hugging Face datasets write them) or the raw pixels (a list of H x W uint8 values, square). The
+Hugging Face datasets write them) or the raw pixels of a square picture: a list of H x W grey
+values, or of H x W x 3 colour values (red, green, blue for each pixel, rows first). The
 label column (`label_column`, default "label") holds integer class ids or class names (strings,
-sorted to give the ids); floats are refused. Pictures are decoded and brought to one grey
-channel as a folder's are (neuroflow.data.folders), and fitted into the frame by the rule.
+sorted to give the ids); floats are refused. Pictures are decoded as a folder's are, grey or in
+colour, brought to the `channels` setting's by the same rule (neuroflow.data.folders), and
+fitted into the frame by the input rule.
 
 The labels are read first, a column alone; the images only as prepare asks for them, a row group
 at a time, so memory holds one row group's images whatever the table's size.
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuroflow.data.folders import LazyImages, picture_from
+from neuroflow.data.folders import LazyImages, in_colour, opened, picture_from
 from neuroflow.errors import DataError
 
 
@@ -44,8 +46,22 @@ class TableImages(LazyImages):
         self._cached = (None, None)  # (group index, its column as a list)
 
     def picture(self, row: int) -> np.ndarray:
+        return self._decode(self._cell(row), row)
+
+    def is_colour(self, row: int) -> bool:
+        cell = self._cell(row)
+        if isinstance(cell, dict):
+            cell = cell.get("bytes")
+        if isinstance(cell, bytes | bytearray):
+            return opened(io.BytesIO(cell), self.name(row), in_colour)
+        return self._decode(cell, row).ndim == 3
+
+    def name(self, row: int) -> str:
+        return f"{self.where} row {row}"
+
+    def _cell(self, row: int):
         owner = int(np.searchsorted(self.starts, row, side="right")) - 1
-        return self._decode(self._group(owner)[row - int(self.starts[owner])], row)
+        return self._group(owner)[row - int(self.starts[owner])]
 
     def _group(self, owner: int) -> list:
         if self._cached[0] != owner:
@@ -60,22 +76,32 @@ class TableImages(LazyImages):
         if isinstance(cell, dict):
             cell = cell.get("bytes")
         if isinstance(cell, bytes | bytearray):
-            return picture_from(io.BytesIO(cell), f"{self.where} row {row}")
+            return picture_from(io.BytesIO(cell), self.name(row))
         if isinstance(cell, list):
-            side = int(round(len(cell) ** 0.5))
-            if side * side != len(cell) or not cell:
+            # H x W grey values, or H x W x 3 colour ones: no count is both (sqrt 3 is irrational)
+            channels = next((c for c in (1, 3) if _square(len(cell) // c) * c == len(cell)), 0)
+            if not cell or not channels:
                 raise DataError(
-                    f"{self.where} row {row} holds {len(cell)} pixel values; expected the H x W "
-                    "values of a square picture, or the bytes of a picture file"
+                    f"{self.name(row)} holds {len(cell)} pixel values; expected the H x W "
+                    "values of a square grey picture, H x W x 3 of a colour one, or the bytes "
+                    "of a picture file"
                 )
             values = np.asarray(cell)
             if values.min() < 0 or values.max() > 255:
-                raise DataError(f"{self.where} row {row} holds pixel values outside 0..255")
-            return values.reshape(side, side).astype(np.uint8)
+                raise DataError(f"{self.name(row)} holds pixel values outside 0..255")
+            side = int(round((len(cell) // channels) ** 0.5))
+            shape = (side, side) if channels == 1 else (side, side, channels)
+            return values.reshape(shape).astype(np.uint8)
         raise DataError(
-            f"{self.where} row {row} holds {type(cell).__name__}; expected the bytes of a "
+            f"{self.name(row)} holds {type(cell).__name__}; expected the bytes of a "
             "picture file or a list of pixel values"
         )
+
+
+def _square(count: int) -> int:
+    """count itself when it is a perfect square, else 0."""
+    side = int(round(count**0.5))
+    return count if side * side == count else 0
 
 
 def open_table(path: Path, image_column: str, label_column: str, rule, delta: bool = False):

@@ -46,7 +46,7 @@ def predict(config: PredictConfig) -> dict[str, float]:
             mlflow.set_tags({"model_name": recorded.name, "model_version": recorded.version})
         model = mlflow.pyfunc.load_model(str(local))
         shape = model.metadata.get_input_schema().inputs[0].shape
-        if len(shape) != 3:
+        if len(shape) not in (3, 4):  # (-1, H, W) grey, (-1, H, W, C) colour
             raise RunLookupError(
                 f"model {config.model} takes inputs of shape {shape}, so it is not a classifier; "
                 f"expected {EXPECTED}"

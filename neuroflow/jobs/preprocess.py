@@ -30,9 +30,12 @@ def preprocess(config: PrepareConfig) -> DataRef:
     run_id = mlflow.active_run().info.run_id
     mlflow.set_tags({STEP_TAG: "preprocess", "dataset": config.dataset, **provenance_tags()})
     log_params_once(params_of(config))
-    rule = InputRule.for_source(config.dataset, config.image_size, config.mnist_framing)
+    rule = InputRule.for_source(
+        config.dataset, config.image_size, config.mnist_framing, fit=config.fit
+    )
     columns = (config.image_column, config.label_column)  # a table's
-    source = load_source(config.dataset, config.data_dir, rule, columns)  # pictures read by rule
+    # pictures read by the rule, in the channels the source resolves
+    source = load_source(config.dataset, config.data_dir, rule, columns, config.channels)
     # after the source is open, so a download is part of it; the step cache compares it
     source_fingerprint = fingerprint(config.dataset, config.data_dir)
     mlflow.set_tag(FINGERPRINT_TAG, source_fingerprint)

@@ -233,16 +233,22 @@ class Scorer:
         if self.metric is FID:
             from neuroflow.training.sample_quality import SAMPLES, sample, score
 
+            made = tuple(model.generator.shape)  # (C, H, W)
+            if made != (self.data.channels, *self.data.image_shape):
+                raise RunLookupError(
+                    f"{version.name} version {version.version} makes {made} images (C, H, W); "
+                    f"the test split has {self.data.pixel_shape}"
+                )
             latent_dim = model.config["latent_dim"]
             latents = torch.randn(
                 SAMPLES, latent_dim, generator=torch.Generator().manual_seed(LATENT_SEED)
             )
             return score(sample(model, latents.to(self.device)), self.evaluator, self.real)["fid"]
-        if tuple(model.standardize.image_shape) != self.data.image_shape:
-            shape = tuple(model.standardize.image_shape)
+        if tuple(model.standardize.pixel_shape) != self.data.pixel_shape:
+            shape = tuple(model.standardize.pixel_shape)
             raise RunLookupError(
                 f"{version.name} version {version.version} takes {shape} images; "
-                f"the test split has {self.data.image_shape}"
+                f"the test split has {self.data.pixel_shape}"
             )
         images, labels = self.test
         result = evaluate_predictions(

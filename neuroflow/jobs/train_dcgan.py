@@ -84,7 +84,9 @@ def train_dcgan(
         raise NeuroflowError(f"data {ref.uri}: {error}") from None
 
     seed_everything(config.seed)
-    generator, critic = build_gan(model_config, prepared.image_shape, config.loss)
+    generator, critic = build_gan(
+        model_config, prepared.image_shape, config.loss, prepared.channels
+    )
     generator, critic = generator.to(ranks.device), critic.to(ranks.device)
     served = ImageGenerator(generator, asdict(model_config))
     train = torch.from_numpy(prepared.images["train"]).to(ranks.device)
@@ -179,11 +181,11 @@ def pinned(uri: str) -> str:
 def _checked(model, uri: str, prepared: Prepared) -> ImageClassifier:
     if not isinstance(model, ImageClassifier):
         raise RunLookupError(f"evaluator {uri} is a {type(model).__name__}; expected a classifier")
-    shape, classes = model.standardize.image_shape, len(model.classes)
-    if shape != prepared.image_shape or classes != len(prepared.classes):
+    shape, classes = model.standardize.pixel_shape, len(model.classes)
+    if shape != prepared.pixel_shape or classes != len(prepared.classes):
         raise RunLookupError(
             f"evaluator {uri} takes {shape} images of {classes} classes; the data has "
-            f"{prepared.image_shape} images of {len(prepared.classes)} classes"
+            f"{prepared.pixel_shape} images of {len(prepared.classes)} classes"
         )
     if (model.dataset, model.classes) != (prepared.title, prepared.classes):
         trained_on = (

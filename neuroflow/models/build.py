@@ -20,13 +20,16 @@ def build_classifier(
     classes,
     input_rule: dict | None = None,
     dataset: str = "",
+    channels: int = 1,
 ):
-    """An ImageClassifier of `family`; `config` is its config dataclass, or that as a dict.
-    `input_rule` and `dataset` say how its data was prepared and which dataset it is."""
+    """An ImageClassifier of `family` for (H, W) `image_shape` images of `channels` (1 grey,
+    3 colour); `config` is its config dataclass, or that as a dict. `input_rule` and `dataset`
+    say how its data was prepared and which dataset it is."""
     if isinstance(config, dict):
         config = family_named(family).config(**config)
-    net = network(family)(config, tuple(image_shape), len(classes))  # its registered network
-    standardize = Standardize(image_shape, mean, std)
+    shape = (channels, *image_shape)  # (C, H, W): what every registered network takes
+    net = network(family)(config, shape, len(classes))
+    standardize = Standardize(image_shape, mean, std, channels)
     return ImageClassifier(family, asdict(config), net, standardize, classes, input_rule, dataset)
 
 
@@ -34,6 +37,7 @@ def for_data(prepared) -> dict:
     """What build_classifier takes from a prepared dataset (neuroflow.data.prepared.Prepared)."""
     return {
         "image_shape": prepared.image_shape,
+        "channels": prepared.channels,
         "mean": prepared.mean,
         "std": prepared.std,
         "classes": prepared.classes,
@@ -42,11 +46,15 @@ def for_data(prepared) -> dict:
     }
 
 
-def build_gan(config: DCGANConfig, image_shape, loss: str) -> tuple[Generator, Discriminator]:
-    """A generator and its critic, weights drawn from N(0, 0.02). The critic normalises with
-    BatchNorm, or per sample with LayerNorm for wgan-gp, whose gradient penalty is per sample."""
-    generator = Generator(config, image_shape)
-    critic = Discriminator(config, image_shape, "batch" if loss == "bce" else "layer")
+def build_gan(
+    config: DCGANConfig, image_shape, loss: str, channels: int = 1
+) -> tuple[Generator, Discriminator]:
+    """A generator and its critic of (H, W) `image_shape` images of `channels`, weights drawn
+    from N(0, 0.02). The critic normalises with BatchNorm, or per sample with LayerNorm for
+    wgan-gp, whose gradient penalty is per sample."""
+    shape = (channels, *image_shape)
+    generator = Generator(config, shape)
+    critic = Discriminator(config, shape, "batch" if loss == "bce" else "layer")
     generator.apply(init_weights)
     critic.apply(init_weights)
     return generator, critic
@@ -61,14 +69,19 @@ def describe(module) -> dict:
             "family": module.family,
             "config": module.config,
             "image_shape": list(shape),
+            "channels": module.standardize.channels,
             "classes": module.classes,
             "input_rule": module.input_rule,
             "dataset": module.dataset,
         }
     if isinstance(module, ImageGenerator):
-        _, height, width = module.generator.start  # (C, H/4, W/4)
-        shape = [4 * height, 4 * width]
-        return {"kind": "generator", "config": module.config, "image_shape": shape}
+        channels, height, width = module.generator.shape
+        return {
+            "kind": "generator",
+            "config": module.config,
+            "image_shape": [height, width],
+            "channels": channels,
+        }
     raise TypeError(f"{type(module).__name__} is neither an ImageClassifier nor an ImageGenerator")
 
 
@@ -77,6 +90,7 @@ def rebuild(spec: dict):
     ImageGenerator. A spec that names an unknown kind or family, or settings its config does
     not have, raises ValueError or TypeError."""
     kind, shape = spec["kind"], tuple(spec["image_shape"])
+    channels = spec.get("channels", 1)  # absent from models logged before colour
     if kind == "classifier":
         known = registered().get(spec["family"])
         if known is None or known.kind != CLASSIFIER:
@@ -91,7 +105,9 @@ def rebuild(spec: dict):
             spec["classes"],
             spec.get("input_rule"),  # absent from models logged before they carried one
             spec.get("dataset", ""),
+            channels,
         )
     if kind == "generator":
-        return ImageGenerator(Generator(DCGANConfig(**spec["config"]), shape), spec["config"])
+        generator = Generator(DCGANConfig(**spec["config"]), (channels, *shape))
+        return ImageGenerator(generator, spec["config"])
     raise ValueError(f"unknown network kind {kind!r}")

@@ -10,22 +10,39 @@ import torch
 from torch import nn
 
 
-class Standardize(nn.Module):
-    """Raw pixels (B, H, W), (B, H*W) or (B, 1, H, W), any dtype -> normalised (B, 1, H, W)."""
+def chw(image_shape) -> tuple[int, int, int]:
+    """A network's input shape as (C, H, W): (H, W) is one channel."""
+    shape = tuple(int(side) for side in image_shape)
+    return shape if len(shape) == 3 else (1, *shape)
 
-    def __init__(self, image_shape: tuple[int, int], mean: float, std: float):
+
+class Standardize(nn.Module):
+    """Raw pixels, any dtype -> normalised (B, C, H, W). One channel: (B, H, W), (B, H*W) or
+    (B, 1, H, W). Colour: (B, H, W, C), channels last as images are kept, or flattened."""
+
+    def __init__(self, image_shape: tuple[int, int], mean: float, std: float, channels: int = 1):
         super().__init__()
         self.image_shape = tuple(image_shape)
+        self.channels = channels
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
 
+    @property
+    def pixel_shape(self) -> tuple[int, ...]:
+        """One raw image's shape: (H, W), or (H, W, C) in colour."""
+        channels = self.channels
+        return self.image_shape if channels == 1 else (*self.image_shape, channels)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(x.shape[0], 1, *self.image_shape).float()
-        return (x / 255 - self.mean) / self.std
+        if self.channels == 1:
+            x = x.reshape(x.shape[0], 1, *self.image_shape)
+        else:
+            x = x.reshape(x.shape[0], *self.image_shape, self.channels).permute(0, 3, 1, 2)
+        return (x.float() / 255 - self.mean) / self.std
 
 
 class ImageClassifier(nn.Module):
-    """`net` maps normalised (B, 1, H, W) images to (B, C) logits and has `features()` for the
+    """`net` maps normalised (B, C, H, W) images to (B, classes) logits and has `features()` for the
     penultimate layer. forward() returns (B,) class ids, which is what pyfunc and serving return."""
 
     def __init__(

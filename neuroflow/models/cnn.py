@@ -4,6 +4,10 @@ Each block is a stride-2 convolution (5x5 in the first block, 3x3 after), BatchN
 the stride halves the image in the convolution itself, so no pooling pass follows, and the
 network does a quarter of the work of a same-width conv-then-pool block. The weights are kept
 channels_last, which oneDNN's CPU convolutions run faster.
+
+The first block takes the image's channels (1 grey, 3 colour). Its depth follows the size: after
+the configured blocks, blocks as wide as the last are added while the map is larger than
+MAX_SIDE, so 28 and 32 pixels take the two blocks of the default, 64 three and 256 five.
 """
 
 from __future__ import annotations
@@ -12,19 +16,35 @@ import torch
 from torch import nn
 
 from neuroflow.families import CNNConfig
+from neuroflow.models.classifier import chw
 
 FIRST_KERNEL, KERNEL = 5, 3
+MAX_SIDE = 8  # the largest map the last block may leave: 28 -> 7, 32 -> 8, 64 -> 8
+
+
+def widths(config: CNNConfig, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Each block's output channels: the configured ones, then the last again while the map
+    left is larger than MAX_SIDE."""
+    _, height, width = chw(image_shape)
+    planned = list(config.channels)
+    for _ in planned:
+        height, width = (height + 1) // 2, (width + 1) // 2
+    while max(height, width) > MAX_SIDE:
+        planned.append(planned[-1])
+        height, width = (height + 1) // 2, (width + 1) // 2
+    return tuple(planned)
 
 
 class CNN(nn.Module):
-    def __init__(self, config: CNNConfig, image_shape: tuple[int, int], num_classes: int):
+    def __init__(self, config: CNNConfig, image_shape: tuple[int, ...], num_classes: int):
         super().__init__()
         blocks: list[nn.Module] = []
-        in_channels, (height, width) = 1, image_shape
-        for index, channels in enumerate(config.channels):
+        in_channels, height, width = chw(image_shape)
+        size = f"{height}x{width}"
+        for index, channels in enumerate(widths(config, image_shape)):
             if height == 1 and width == 1:
                 raise ValueError(
-                    f"{len(config.channels)} stride-2 blocks shrink {image_shape} images to 1x1 "
+                    f"{len(config.channels)} stride-2 blocks shrink {size} images to 1x1 "
                     f"before block {index + 1}; expected fewer channels entries or larger images"
                 )
             kernel = FIRST_KERNEL if index == 0 else KERNEL
@@ -34,7 +54,7 @@ class CNN(nn.Module):
                 nn.ReLU(inplace=True),
             ]
             in_channels, height, width = channels, (height + 1) // 2, (width + 1) // 2
-        self.conv = nn.Sequential(*blocks)  # (B, 1, H, W) -> (B, C, H / 2^k, W / 2^k), rounded up
+        self.conv = nn.Sequential(*blocks)  # (B, C, H, W) -> (B, C', H / 2^k, W / 2^k), rounded up
         self.body = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(config.dropout),

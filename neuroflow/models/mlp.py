@@ -5,13 +5,15 @@ from __future__ import annotations
 from torch import nn
 
 from neuroflow.families import MLPConfig
+from neuroflow.models.classifier import chw
 
 
 class MLP(nn.Module):
-    def __init__(self, config: MLPConfig, image_shape: tuple[int, int], num_classes: int):
+    def __init__(self, config: MLPConfig, image_shape: tuple[int, ...], num_classes: int):
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]  # (B, 1, H, W) -> (B, H*W)
-        width = image_shape[0] * image_shape[1]
+        layers: list[nn.Module] = [nn.Flatten()]  # (B, C, H, W) -> (B, C*H*W)
+        channels, height, width = chw(image_shape)
+        width = channels * height * width
         for size in config.hidden:
             layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(config.dropout)]
             width = size

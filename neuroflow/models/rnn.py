@@ -1,4 +1,5 @@
-"""A recurrent network that reads an image one row of pixels per time step."""
+"""A recurrent network that reads an image one row of pixels per time step: the row's W
+values, or in colour its C*W values (each channel's row in turn)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ import torch
 from torch import nn
 
 from neuroflow.families import RNNConfig
+from neuroflow.models.classifier import chw
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 class RNN(nn.Module):
-    def __init__(self, config: RNNConfig, image_shape: tuple[int, int], num_classes: int):
+    def __init__(self, config: RNNConfig, image_shape: tuple[int, ...], num_classes: int):
         super().__init__()
+        channels, _, width = chw(image_shape)
         self.rnn = CELLS[config.cell](  # RNNConfig has checked the name
-            input_size=image_shape[1],  # one row of pixels per step
+            input_size=channels * width,  # one row of pixels per step
             hidden_size=config.hidden_size,
             num_layers=config.num_layers,
             batch_first=True,
@@ -26,7 +29,8 @@ class RNN(nn.Module):
         self.head = nn.Linear(width, num_classes)
 
     def features(self, x):
-        rows = x.squeeze(1)  # (B, 1, H, W) -> (B, H, W): H steps of W features
+        # (B, C, H, W) -> (B, H, C*W): H steps of C*W features
+        rows = x.permute(0, 2, 1, 3).flatten(2)
         outputs, _ = self.rnn(rows)  # (B, H, hidden * directions)
         if self.rnn.bidirectional:
             half = self.rnn.hidden_size

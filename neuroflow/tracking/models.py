@@ -41,19 +41,23 @@ def serving_requirements() -> list[str]:
 
 
 def log_classifier(model, examples: np.ndarray):
-    """Log an ImageClassifier: raw (B, H, W) float32 pixels in, (B,) int64 class ids out, or
-    with params {"probabilities": true} each image's class and its probability."""
+    """Log an ImageClassifier: raw (B, H, W) float32 pixels in (B, H, W, C) in colour, (B,)
+    int64 class ids out, or with params {"probabilities": true} each image's class and its
+    probability."""
     from mlflow.models import ModelSignature
     from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
-    height, width = examples.shape[1:]
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, height, width))]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *examples.shape[1:]))]),
         outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),
         params=ParamSchema([ParamSpec(PROBABILITIES, "boolean", False)]),
     )
     # in MLmodel too, for a client of the served model to read
-    metadata = {"input_rule": model.input_rule, "dataset": model.dataset}
+    metadata = {
+        "input_rule": model.input_rule,
+        "dataset": model.dataset,
+        "channels": model.standardize.channels,
+    }
     return _log_model(model.cpu().eval(), signature, examples.astype(np.float32), metadata)
 
 
@@ -144,14 +148,16 @@ def pins_checked_alone():
 
 
 def log_generator(model, latent_dim: int):
-    """Log an ImageGenerator: (B, latent_dim) float32 latents in, (B, H, W) float32 pixels out."""
+    """Log an ImageGenerator: (B, latent_dim) float32 latents in, (B, H, W) float32 pixels out,
+    (B, H, W, C) in colour."""
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    height, width = model.generator.start[1] * 4, model.generator.start[2] * 4
+    channels, height, width = model.generator.shape
+    pixels = (height, width) if channels == 1 else (height, width, channels)
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, latent_dim))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, height, width))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *pixels))]),
     )
     example = np.random.default_rng(0).standard_normal((2, latent_dim)).astype(np.float32)
     return _log_model(model, signature, example)

@@ -88,10 +88,11 @@ def load_network(folder: Path):
 
 class NetworkModel(mlflow.pyfunc.PythonModel):
     """The pyfunc: numpy in, the network's forward() on the CPU, numpy out. A classifier takes
-    raw (B, H, W) pixels, brought to its input by its data's input rule (a light background
-    inverted where the rule says so), and returns (B,) class ids, or with params
+    raw pixels 0..255, uint8 or float: (B, H, W) grey or (B, H, W, C) colour, at any size,
+    brought to its input by its data's input rule (to its channels and size, a light
+    background inverted where the rule says so), and returns (B,) class ids, or with params
     {"probabilities": true} a frame of each image's class and its probability; the generator
-    takes (B, latent_dim) latents and returns (B, H, W) pixels."""
+    takes (B, latent_dim) latents and returns (B, H, W) pixels, (B, H, W, C) in colour."""
 
     def load_context(self, context) -> None:
         from neuroflow.data.framing import InputRule
@@ -105,7 +106,7 @@ class NetworkModel(mlflow.pyfunc.PythonModel):
         import torch
 
         model_input = np.asarray(model_input)
-        if model_input.ndim == 3 and hasattr(self.network, "input_rule"):  # (B, H, W) images
+        if model_input.ndim in (3, 4) and hasattr(self.network, "input_rule"):  # images
             model_input = self.rule.apply(model_input)
         inputs = torch.as_tensor(model_input, dtype=torch.float32)
         with torch.inference_mode():

@@ -54,13 +54,14 @@ def log_confusion_matrix(matrix: np.ndarray, classes: list[str], path="plots/con
 
 
 def grid(pixels: np.ndarray, columns: int = 8, gap: int = 2) -> np.ndarray:
-    """(N, H, W) pixels in 0..255 as one (rows, columns) grid of uint8 pixels, `gap` white
-    pixels around and between the images, as torchvision's make_grid lays them out (without
-    importing torchvision: a second of a step's start)."""
-    count, height, width = pixels.shape
+    """(N, H, W) grey or (N, H, W, C) colour pixels in 0..255 as one (rows, columns) grid of
+    uint8 pixels, `gap` white pixels around and between the images, as torchvision's make_grid
+    lays them out (without importing torchvision: a second of a step's start)."""
+    count, height, width = pixels.shape[:3]
     columns = min(columns, count)
     rows = -(-count // columns)
-    out = np.full((rows * (height + gap) + gap, columns * (width + gap) + gap), 255, np.uint8)
+    size = (rows * (height + gap) + gap, columns * (width + gap) + gap, *pixels.shape[3:])
+    out = np.full(size, 255, np.uint8)
     for index, image in enumerate(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)):
         top, left = (
             gap + (index // columns) * (height + gap),
@@ -71,7 +72,7 @@ def grid(pixels: np.ndarray, columns: int = 8, gap: int = 2) -> np.ndarray:
 
 
 def log_grid(pixels, path: str, columns: int = 8) -> None:
-    """Log (N, H, W) pixels in 0..255 (a tensor or an array) as one PNG grid."""
+    """Log (N, H, W[, C]) pixels in 0..255 (a tensor or an array) as one PNG grid."""
     pixels = pixels.cpu().numpy() if hasattr(pixels, "cpu") else np.asarray(pixels)
     mlflow.log_image(grid(pixels, columns), artifact_file=path)
 

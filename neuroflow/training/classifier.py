@@ -73,7 +73,7 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor) -> Evaluation:
 
 @torch.inference_mode()
 def probabilities(model, images: torch.Tensor) -> np.ndarray:
-    """(N, C) float64 class probabilities of `model` for (N, H, W) raw `images`."""
+    """(N, classes) float64 class probabilities of `model` for (N, H, W[, C]) raw `images`."""
     model.eval()
     batches = [
         model.logits(images[start : start + EVAL_BATCH]).double().softmax(dim=1).cpu()
@@ -88,9 +88,10 @@ ROTATE, SCALE, SHIFT = 12.0, 0.1, 2.0
 
 
 def augmented(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """(B, H, W) uint8 -> (B, H, W) float pixels in 0..255, each image moved by a random
-    affine map drawn from `generator` (the shuffling one, so a checkpoint holds its state)."""
-    count, height, width = images.shape
+    """(B, H, W) or (B, H, W, C) uint8 -> float pixels in 0..255 of the same shape, each image
+    moved by a random affine map drawn from `generator` (the shuffling one, so a checkpoint
+    holds its state)."""
+    count, height, width = images.shape[:3]
     draws = torch.rand(count, 4, generator=generator) * 2 - 1  # (B, 4) in [-1, 1]
     angle = draws[:, 0] * math.radians(ROTATE)
     scale = 1 + draws[:, 1] * SCALE
@@ -100,8 +101,11 @@ def augmented(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         [torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1
     ).to(images.device)
     grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
-    pixels = images.unsqueeze(1).float()  # (B, 1, H, W)
-    return F.grid_sample(pixels, grid, align_corners=False).squeeze(1)
+    if images.ndim == 3:
+        pixels = images.unsqueeze(1).float()  # (B, 1, H, W)
+        return F.grid_sample(pixels, grid, align_corners=False).squeeze(1)
+    pixels = images.permute(0, 3, 1, 2).float()  # (B, C, H, W)
+    return F.grid_sample(pixels, grid, align_corners=False).permute(0, 2, 3, 1)
 
 
 class Logits(torch.nn.Module):

@@ -22,8 +22,10 @@ OnEpoch = Callable[[dict[str, float], int], None]
 
 
 def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W) -> float (B, 1, H, W) in [-1, 1], the range Tanh produces."""
-    return pixels.unsqueeze(1).float() / 127.5 - 1
+    """uint8 (B, H, W) or (B, H, W, C) -> float (B, C, H, W) in [-1, 1], the range Tanh
+    produces."""
+    planes = pixels.unsqueeze(1) if pixels.ndim == 3 else pixels.permute(0, 3, 1, 2)
+    return planes.float() / 127.5 - 1
 
 
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
