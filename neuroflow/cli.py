@@ -22,6 +22,7 @@ import click
 
 from neuroflow.config import kind, settings, text
 from neuroflow.data import archives
+from neuroflow.data.spark import TABLE_NAME
 from neuroflow.errors import ConfigError, NeuroflowError
 
 
@@ -79,7 +80,8 @@ def flag(name: str) -> str:
 def check_data_dir(dataset: str, data_dir: str) -> None:
     """dataset idx reads a folder or an archive of IDX files, dataset folder a folder of
     pictures, dataset parquet a Parquet file or a folder of them, dataset delta a Delta table's
-    folder: refuse a data_dir that is not one (preprocess and main, before any run starts)."""
+    folder, dataset table a table's name: refuse a data_dir that is not one (preprocess and
+    main, before any run starts)."""
     path = Path(data_dir).expanduser().resolve()
     if dataset == "idx" and not (path.is_dir() or archives.is_archive(path)):
         raise click.BadParameter(
@@ -96,6 +98,12 @@ def check_data_dir(dataset: str, data_dir: str) -> None:
     if dataset == "delta" and not path.is_dir():
         raise click.BadParameter(
             f"{data_dir!r} is not a folder; dataset delta needs the folder of a Delta table",
+            param_hint="'--data-dir'",
+        )
+    if dataset == "table" and not TABLE_NAME.match(data_dir):
+        raise click.BadParameter(
+            f"{data_dir!r} is not a table's name; dataset table needs <catalog>.<schema>.<table>"
+            ", <schema>.<table> or <table>",
             param_hint="'--data-dir'",
         )
     if dataset == "folder" and not path.is_dir():

@@ -45,16 +45,17 @@ DATA_DIR = Setting(
     help="for dataset=idx, a folder or a .zip, .tar, .tar.gz or .tgz archive of IDX files; "
     "for dataset=folder, a folder of pictures by class (<class>/<image>, or train/, val/ and "
     "test/ of them); for dataset=parquet, a Parquet file or a folder of them; for dataset=delta, "
-    "a Delta table's folder; for the MNIST family, where it is downloaded to and read from",
+    "a Delta table's folder; for dataset=table, a table's name (<catalog>.<schema>.<table>), read "
+    "through Spark; for the MNIST family, where it is downloaded to and read from",
 )
 FRACTION = Setting(low=0, high=1, low_open=True, high_open=True)  # strictly between 0 and 1
 IMAGE_COLUMN = Setting(
     "image",
-    help="for dataset=parquet and delta: the column of pictures (a picture file's bytes, or its "
-    "H x W pixel values)",
+    help="for dataset=parquet, delta and table: the column of pictures (a picture file's bytes, "
+    "or its pixel values)",
 )
 LABEL_COLUMN = Setting(
-    "label", help="for dataset=parquet and delta: the column of classes (ids or class names)"
+    "label", help="for dataset=parquet, delta and table: the column of classes (ids or names)"
 )
 CATALOG = Setting("", help="Unity Catalog catalog (registry URI databricks-uc)")
 SCHEMA = Setting("", help="Unity Catalog schema (registry URI databricks-uc)")

@@ -211,6 +211,11 @@ ROWS = [
     row("preprocess", {"channels": "4"}, "'4' is not one of 'auto', '1', '3'"),
     row(
         "preprocess",
+        {"dataset": "table", "data_dir": "{plain_file}"},
+        "is not a table's name; dataset table needs <catalog>.<schema>.<table>",
+    ),
+    row(
+        "preprocess",
         {"dataset": "parquet", "data_dir": "{plain_file}"},
         "'{plain_file}' is not a .parquet file or a folder; dataset parquet needs a Parquet file",
     ),

@@ -156,3 +156,56 @@ def test_a_delta_table_is_read_at_its_current_version_and_each_commit_is_new_dat
         load_source("delta", str(tmp_path / "pets"), RULE)
     with pytest.raises(DataError, match="has no _delta_log; expected the folder of a Delta"):
         load_source("delta", str(tmp_path), RULE)
+
+
+@pytest.fixture
+def spark(tmp_path):
+    """A local SparkSession whose tables live under tmp_path: the session the steps find
+    active, as a Databricks cluster's would be."""
+    pytest.importorskip("pyspark")
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.warehouse.dir", str(tmp_path / "warehouse"))
+        .config("spark.sql.shuffle.partitions", "3")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
+
+
+@pytest.mark.slow  # a local Spark: 10-20 s to start
+def test_a_table_is_read_through_spark_in_an_order_fixed_by_its_rows(spark, tracking, tmp_path):
+    """dataset=table: the pictures of a table in the session's catalog, as a Parquet table's
+    are; the same rows written in another order prepare to the same digests; a row added
+    changes the fingerprint; a table that is not there, or lacks a column, is one line."""
+    from neuroflow.data.fingerprint import fingerprint
+    from neuroflow.jobs.preprocess import preprocess
+
+    images, labels = synthetic_digits(120, classes=3, seed=4)
+    names = np.array(["owl", "cat", "dog"])[labels]
+    rows = [(png(image), str(name)) for image, name in zip(images, names, strict=True)]
+    spark.createDataFrame(rows, "image binary, label string").write.saveAsTable("pets")
+    spark.createDataFrame(rows[::-1], "image binary, label string").repartition(
+        4
+    ).write.saveAsTable("pets_shuffled")
+    import mlflow
+
+    with mlflow.start_run():
+        ref = preprocess(PrepareConfig(dataset="table", data_dir="default.pets"))
+    meta = prepared("table", "default.pets_shuffled", tmp_path)
+    assert meta["digest"] == ref.digest and meta["classes"] == ["cat", "dog", "owl"]
+    assert meta["title"] == "pets_shuffled" and meta["source"] == "table:default.pets_shuffled"
+    assert sum(info["count"] for info in meta["splits"].values()) == 120
+
+    before = fingerprint("table", "default.pets")
+    assert before.startswith("rows:") and fingerprint("table", "default.pets") == before
+    spark.createDataFrame(rows[:1], "image binary, label string").write.insertInto("pets")
+    assert fingerprint("table", "default.pets") != before
+
+    with pytest.raises(DataError, match="table default.nothing cannot be read"):
+        load_source("table", "default.nothing", RULE)
+    with pytest.raises(DataError, match="table default.pets has no column 'kind'"):
+        load_source("table", "default.pets", RULE, ("image", "kind"))

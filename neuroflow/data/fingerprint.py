@@ -6,8 +6,10 @@ reads it, so that changed images re-run preprocess and everything after it.
   modification time.
 - An archive, a Parquet file or any other single file: its sha256.
 - The bundled digits: the version of scikit-learn, which bundles them.
+- A table read through Spark: its row count and the sum of each row's hash
+  (neuroflow.data.spark.table_fingerprint).
 
-A fingerprint is "<how>:<sha256 hex>", how being content, stat or package.
+A fingerprint is "<how>:<sha256 hex>", how being content, stat, package or rows.
 """
 
 from __future__ import annotations
@@ -19,13 +21,20 @@ HASH_LIMIT = 1 << 30  # bytes read in full; above, a file's size and mtime stand
 TAG = "source_fingerprint"  # on each preprocess run
 
 
-def fingerprint(dataset: str, data_dir: str) -> str | None:
-    """The fingerprint of what preprocess would read for `dataset` from `data_dir`, or None
-    when nothing is there yet (a download to come, or a path that does not exist)."""
+def fingerprint(
+    dataset: str, data_dir: str, columns: tuple[str, str] = ("image", "label")
+) -> str | None:
+    """The fingerprint of what preprocess would read for `dataset` from `data_dir` (a table's
+    image and label `columns`), or None when nothing is there yet (a download to come, or a
+    path that does not exist)."""
     if dataset == "digits":
         from importlib.metadata import version
 
         return _hex("package", f"scikit-learn=={version('scikit-learn')}".encode())
+    if dataset == "table":
+        from neuroflow.data.spark import table_fingerprint
+
+        return table_fingerprint(data_dir, *columns)
     from neuroflow.data.sources import FOLDERS, TORCHVISION
 
     path = Path(data_dir).expanduser().resolve()

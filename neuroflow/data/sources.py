@@ -33,8 +33,9 @@ TORCHVISION = {
     "kmnist": ("KMNIST", ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]),
 }
 # checked at the door: click.Choice(DATASETS)
-DATASETS = ("digits", *TORCHVISION, "idx", "folder", "parquet", "delta")
-FOLDERS = ("idx", "folder", "parquet", "delta")  # read from data_dir as it is, named after it
+DATASETS = ("digits", *TORCHVISION, "idx", "folder", "parquet", "delta", "table")
+# read from data_dir as it is, and named after it; for table, data_dir is a table's name
+FOLDERS = ("idx", "folder", "parquet", "delta", "table")
 
 
 @dataclass
@@ -95,6 +96,8 @@ def _opened(name: str, path: Path, rule: InputRule, columns: tuple[str, str]) ->
         return _pictures(path, rule)
     if name in ("parquet", "delta"):
         return _table(path, rule, *columns, delta=name == "delta")
+    if name == "table":
+        return _spark_table(str(path), rule, *columns)
     path = path.resolve()
     if name in TORCHVISION:
         return _torchvision(name, path)
@@ -110,6 +113,8 @@ def dataset_title(name: str, data_dir: str) -> str:
     archive (without the archive's suffix), else `name` itself."""
     if name not in FOLDERS:
         return name
+    if name == "table":  # <catalog>.<schema>.<table>: the table's own name
+        return data_dir.rsplit(".", 1)[-1]
     path = Path(data_dir).expanduser().resolve()
     stem = path.name
     for suffix in sorted((*archives.SUFFIXES, ".parquet"), key=len, reverse=True):
@@ -143,6 +148,23 @@ def _table(path: Path, rule: InputRule, image: str, label: str, delta: bool) -> 
     part = Part(images, labels, path.name)
     name = "delta" if delta else "parquet"
     return Source(name, path.resolve().as_uri(), [part], classes, dataset_title(name, str(path)))
+
+
+def _spark_table(name: str, rule: InputRule, image: str, label: str) -> Source:
+    """A table read through Spark (neuroflow.data.spark), staged as Parquet files that live as
+    long as the Source."""
+    from neuroflow.data.spark import stage_table
+
+    files, staged = stage_table(name, image, label)
+    try:
+        classes, images, labels = tables.open_files(files, image, label, rule, f"table {name}")
+    except BaseException:
+        staged.cleanup()
+        raise
+    part = Part(images, labels, name)
+    source = Source("table", f"table:{name}", [part], classes, dataset_title("table", name))
+    source.unpacked = staged
+    return source
 
 
 def _idx_folder(folder: Path, where: str = "") -> Source:

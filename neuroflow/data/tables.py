@@ -110,6 +110,11 @@ def open_table(path: Path, image_column: str, label_column: str, rule, delta: bo
     a table that is not one of pictures and classes."""
     where = f"data_dir {path}"
     files = delta_files(path, where) if delta else table_files(path, where)
+    return open_files(files, image_column, label_column, rule, where)
+
+
+def open_files(files: list[Path], image_column: str, label_column: str, rule, where: str):
+    """(classes, images, labels) of the table in the Parquet `files`; errors name `where`."""
     raw = read_labels(files, image_column, label_column, where, required=True)
     if np.issubdtype(raw.dtype, np.integer):
         ids = raw.astype(np.int64)

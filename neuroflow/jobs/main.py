@@ -77,7 +77,8 @@ class Pipeline:
         """The preprocess run: reused only when the source's fingerprint (its files' content)
         is the one that run recorded, so changed images re-run it and every step after it."""
         config = self.config
-        now = fingerprint(config.dataset, config.data_dir)
+        columns = (config.image_column, config.label_column)
+        now = fingerprint(config.dataset, config.data_dir, columns)
         return self.step(
             "preprocess",
             {f.name: getattr(config, f.name) for f in dataclasses.fields(SourceConfig)},

@@ -14,7 +14,8 @@ import numpy as np
 
 from neuroflow.data.framing import InputRule
 from neuroflow.data.inputs import Inputs, open_inputs
-from neuroflow.errors import NeuroflowError, RunLookupError
+from neuroflow.data.spark import spark_session
+from neuroflow.errors import RunLookupError
 from neuroflow.settings import PredictConfig
 from neuroflow.tracking import plots
 from neuroflow.tracking.lineage import provenance_tags
@@ -135,29 +136,6 @@ def score_locally(
     return np.concatenate(predicted)
 
 
-SPARK_EXTRA = "pip install -r requirements-spark.txt"  # pyspark, pinned
-
-
-def spark_session():
-    """The active SparkSession (a Databricks cluster's), or a local one on every core."""
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError:
-        raise NeuroflowError(
-            f"engine=spark needs pyspark, which is not installed: {SPARK_EXTRA}"
-        ) from None
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        return active
-    return (
-        SparkSession.builder.master("local[*]")
-        .appName("neuroflow-predict")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "1024")
-        .getOrCreate()
-    )
-
-
 def score_on_spark(
     model_uri: str, inputs: Inputs, batch_size: int, tmp: Path, classes: list[str]
 ) -> np.ndarray:
@@ -168,7 +146,7 @@ def score_on_spark(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    spark = spark_session()
+    spark = spark_session("neuroflow-predict")
     staged, writer = tmp / "images.parquet", None
     try:
         for start, images in inputs.batches(batch_size):

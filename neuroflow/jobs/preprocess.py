@@ -37,7 +37,7 @@ def preprocess(config: PrepareConfig) -> DataRef:
     # pictures read by the rule, in the channels the source resolves
     source = load_source(config.dataset, config.data_dir, rule, columns, config.channels)
     # after the source is open, so a download is part of it; the step cache compares it
-    source_fingerprint = fingerprint(config.dataset, config.data_dir)
+    source_fingerprint = fingerprint(config.dataset, config.data_dir, columns)
     mlflow.set_tag(FINGERPRINT_TAG, source_fingerprint)
     uri = f"runs:/{run_id}/{PREPARED}"
     with tempfile.TemporaryDirectory() as tmp:
