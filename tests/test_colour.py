@@ -244,22 +244,24 @@ def test_a_cnn_reads_tinted_digits_nearly_as_well_as_the_same_digits_in_grey(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("size", [32, 64])
-def test_the_dcgan_learns_tinted_digits_in_colour(tinted_digits, size, tmp_path):
+# epochs: as few as reach every class on a CPU (measured: 4 reach 9 of 10 at 32 px, 10 at 64)
+@pytest.mark.parametrize(("size", "epochs"), [(32, 6), (64, 4)])
+def test_the_dcgan_learns_tinted_digits_in_colour(tinted_digits, size, epochs, tmp_path):
     store = Store(tmp_path)
     prepared = store.step("preprocess", dataset="folder", data_dir=tinted_digits, image_size=size)
     assert prepared.returncode == 0, prepared.stderr
     # scored after every epoch: the first is the baseline the rest must fall from
-    trained = store.step("train_dcgan", data=prepared.run_id, epochs=6, score_every=1)
+    trained = store.step("train_dcgan", data=prepared.run_id, epochs=epochs, score_every=1)
     assert trained.returncode == 0, trained.stderr
     fid = [m.value for m in store.client.get_metric_history(trained.run_id, "fid")]
     run = store.get(trained.run_id)
-    assert len(fid) == 6 and fid[-1] < fid[0] * 0.75, fid
+    assert len(fid) == epochs and fid[-1] < fid[0] * 0.75, fid
     assert run.data.metrics["class_coverage"] == 1.0, run.data.metrics
-    registered = store.step("register", run_id=trained.run_id, family="dcgan")
-    assert registered.returncode == 0, registered.stderr
-    latent_dim = int(run.data.params["latent_dim"])
-    latents = np.random.default_rng(0).standard_normal((4, latent_dim)).astype(np.float32)
-    made = served_answer(store, "models:/colour_dcgan/1", latents, tmp_path)
-    assert made.shape == (4, size, size, 3) and 0 <= made.min() <= made.max() <= 255
+    if size == 64:  # served once: the 32-pixel generator is the same code at a smaller size
+        registered = store.step("register", run_id=trained.run_id, family="dcgan")
+        assert registered.returncode == 0, registered.stderr
+        latent_dim = int(run.data.params["latent_dim"])
+        latents = np.random.default_rng(0).standard_normal((4, latent_dim)).astype(np.float32)
+        made = served_answer(store, "models:/colour_dcgan/1", latents, tmp_path)
+        assert made.shape == (4, size, size, 3) and 0 <= made.min() <= made.max() <= 255
     print(f"DCGAN on tinted digits at {size} px: fid {[round(f, 1) for f in fid]}")
