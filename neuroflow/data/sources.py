@@ -1,11 +1,12 @@
 """Where images come from: scikit-learn's digits, the torchvision MNIST family, IDX files in a
-folder or an archive, or a team's pictures: in a folder by class (neuroflow.data.folders) or in
-a Parquet or Delta table (neuroflow.data.tables).
+folder or an archive, or a team's pictures: in a folder by class (neuroflow.data.folders), in
+a Parquet or Delta table (neuroflow.data.tables), or in a table read through Spark
+(neuroflow.data.spark, which stages its two columns as Parquet files first).
 
 A source yields parts, each a block of (N, H, W) grey or (N, H, W, 3) colour uint8 images with
 (N,) labels, marked as the official test split, a given validation split, or neither. Its
 `channels` are those its prepared images get (neuroflow.data.folders.channels_for). Parts may
-be memory-mapped or read from files as they are indexed; nothing here copies them.
+be memory-mapped or read from files as they are indexed; nothing else here copies them.
 """
 
 from __future__ import annotations
