@@ -146,7 +146,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 GAN_LOSSES = ("bce", "wgan-gp")
 PRECISIONS = ("fp32", "bf16")
-AUGMENT = ("auto", "true", "false")
+AUGMENT = ("auto", "true", "colour", "false")
 
 
 @config
@@ -188,8 +188,9 @@ class TrainConfig(LoopConfig):
     augment: str = setting(
         "false",
         choices=AUGMENT,
-        help="turn, scale and shift each training image a little, at random; auto: for the "
-        "digits dataset only",
+        help="turn, scale and shift each training image a little, at random; colour: also "
+        "shuffle its channels and invert it, for classes colour does not tell apart; auto: "
+        "for the digits dataset only",
     )
     precision: str = setting(  # bf16 pays on GPUs with bf16 units; most CPUs emulate it slowly
         "fp32", choices=PRECISIONS, help="bf16: the forward pass autocast to bfloat16"

@@ -209,31 +209,34 @@ def tinted_digits(tmp_path_factory) -> Path:
 
 
 # Both classifiers get more epochs than the default 10, and no early stop: the colour one has
-# more to learn (the same digit in any two colours) and is still gaining at 10.
-LONGER = {"epochs": 30, "patience": 30}
+# more to learn (the same digit in any two colours) and is still gaining at 30. Both are
+# augmented: the grey one moved (augment=true), the colour one also recoloured (augment=colour).
+LONGER = {"epochs": 60, "patience": 60}
+AUGMENT = {"colour": "colour", "grey": "true"}
 
 
 @pytest.mark.slow
-def test_a_cnn_reads_tinted_digits_nearly_as_well_as_the_same_digits_in_grey(
+def test_a_cnn_reads_tinted_digits_within_a_point_of_the_same_digits_in_grey(
     tinted_mnist, tmp_path
 ):
     """Measured here on the MNIST test split (7,000 to train, 2,000 to test), with LONGER:
-    colour 0.969 against grey 0.9815; at 60 epochs 0.975 against 0.9855; grey made from the
-    tinted pictures (channels=1) 0.966. Colour is held to within 2 points of grey."""
+    colour 0.989, 0.989, 0.9855 against grey 0.9925, 0.989, 0.9925 (seeds 0, 1, 2); at 30 epochs
+    0.9855, 0.9805, 0.9785 against 0.994, 0.9905, 0.991. Without recolouring, colour trails
+    by 1.25-2.5 points; grey made from the tinted pictures (channels=1) scores 0.966."""
     colour, grey = tinted_mnist
     accuracy = {}
     store = Store(tmp_path)
     for name, folder in (("colour", colour), ("grey", grey)):
         prepared = store.step("preprocess", dataset="folder", data_dir=folder, image_size=32)
         assert prepared.returncode == 0, prepared.stderr
-        trained = store.step("train_cnn", data=prepared.run_id, **LONGER)
+        trained = store.step("train_cnn", data=prepared.run_id, augment=AUGMENT[name], **LONGER)
         assert trained.returncode == 0, trained.stderr
         accuracy[name] = store.get(trained.run_id).data.metrics["test_accuracy"]
         if name == "colour":
             registered = store.step("register", run_id=trained.run_id, family="cnn")
             assert registered.returncode == 0, registered.stderr
             data = store.client.download_artifacts(prepared.run_id, "prepared", str(tmp_path))
-    assert accuracy["colour"] >= accuracy["grey"] - 0.02, accuracy
+    assert accuracy["colour"] >= accuracy["grey"] - 0.01, accuracy
 
     images = np.load(Path(data) / "test-images.npy")[:32]
     labels = np.load(Path(data) / "test-labels.npy")[:32]

@@ -3,6 +3,8 @@ centred by their centre of mass; and the small random affine moves of augment.""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +72,29 @@ def test_augment_moves_each_image_a_little_and_repeats_with_its_generator():
     assert (moved > 0).all()  # every image moved
     kept = first.flatten(1).sum(1) / images.float().flatten(1).sum(1)
     assert ((kept > 0.7) & (kept < 1.3)).all()  # a little: the digit stays in the frame
+
+
+def test_colour_augment_reorders_and_inverts_channels_after_the_same_moves():
+    """augment=colour: each image moved as augment=true moves it, then its channels in some
+    order, inverted or not; over 64 images both happen and neither always."""
+    images = torch.randint(0, 256, (64, 12, 12, 3), dtype=torch.uint8)
+    moved = augmented(images, torch.Generator().manual_seed(3))
+    recoloured = augmented(images, torch.Generator().manual_seed(3), colour=True)
+    assert torch.equal(recoloured, augmented(images, torch.Generator().manual_seed(3), True))
+    inverted = reordered = 0
+    for before, after in zip(moved, recoloured, strict=True):
+        matches = [
+            (flip, order)
+            for flip in (False, True)
+            for order in itertools.permutations(range(3))
+            if torch.allclose((255 - before if flip else before)[..., list(order)], after)
+        ]
+        assert matches, "not a reordering of the moved image's channels, inverted or not"
+        inverted += matches[0][0]
+        reordered += matches[0][1] != (0, 1, 2)
+    assert 0 < inverted < 64 and 0 < reordered < 64
+    grey = augmented(images[..., 0], torch.Generator().manual_seed(3), colour=True)
+    assert grey.shape == (64, 12, 12)  # grey images: inverted or not
 
 
 def test_an_input_rule_takes_images_at_its_size_as_they_are_and_brings_others_to_it():

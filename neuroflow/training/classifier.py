@@ -87,10 +87,12 @@ def probabilities(model, images: torch.Tensor) -> np.ndarray:
 ROTATE, SCALE, SHIFT = 12.0, 0.1, 2.0
 
 
-def augmented(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def augmented(
+    images: torch.Tensor, generator: torch.Generator, colour: bool = False
+) -> torch.Tensor:
     """(B, H, W) or (B, H, W, C) uint8 -> float pixels in 0..255 of the same shape, each image
     moved by a random affine map drawn from `generator` (the shuffling one, so a checkpoint
-    holds its state)."""
+    holds its state). With `colour`, each is then recoloured (see recoloured)."""
     count, height, width = images.shape[:3]
     draws = torch.rand(count, 4, generator=generator) * 2 - 1  # (B, 4) in [-1, 1]
     angle = draws[:, 0] * math.radians(ROTATE)
@@ -103,9 +105,26 @@ def augmented(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
     if images.ndim == 3:
         pixels = images.unsqueeze(1).float()  # (B, 1, H, W)
-        return F.grid_sample(pixels, grid, align_corners=False).squeeze(1)
-    pixels = images.permute(0, 3, 1, 2).float()  # (B, C, H, W)
-    return F.grid_sample(pixels, grid, align_corners=False).permute(0, 2, 3, 1)
+        moved = F.grid_sample(pixels, grid, align_corners=False).squeeze(1)
+    else:
+        pixels = images.permute(0, 3, 1, 2).float()  # (B, C, H, W)
+        moved = F.grid_sample(pixels, grid, align_corners=False).permute(0, 2, 3, 1)
+    return recoloured(moved, generator) if colour else moved
+
+
+def recoloured(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, H, W[, C]) float pixels in 0..255, each image's channels put in a random order and,
+    one time in two, inverted (torchvision's RandomChannelPermutation and RandomInvert). For
+    classes that colour does not tell apart, such as digits in any ink on any background: the
+    CNN on tinted digits came within 1 point of the same digits in grey with it, 1.25 without."""
+    count = len(pixels)
+    inverted = (torch.rand(count, generator=generator) < 0.5).to(pixels.device)
+    if pixels.ndim == 4:
+        order = torch.rand(count, pixels.shape[3], generator=generator).argsort(dim=1)
+        order = order.to(pixels.device)[:, None, None, :].expand_as(pixels)
+        pixels = pixels.gather(3, order)
+    inverted = inverted.view(count, *[1] * (pixels.ndim - 1))
+    return torch.where(inverted, 255 - pixels, pixels)
 
 
 class Logits(torch.nn.Module):
@@ -176,8 +195,8 @@ def fit(
         loss_sum, seen = torch.zeros((), device=images.device), 0
         for batch in order.to(images.device).split(batch_size):
             inputs = images[batch]  # (B, H, W) uint8
-            if config.augment == "true":  # "auto" is decided by the job, which sees the data
-                inputs = augmented(inputs, generator)
+            if config.augment in ("true", "colour"):  # "auto": the job decides, seeing the data
+                inputs = augmented(inputs, generator, colour=config.augment == "colour")
             with autocast:
                 loss = F.cross_entropy(network(inputs), labels[batch])
             optimizer.zero_grad()
