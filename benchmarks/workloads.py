@@ -183,7 +183,8 @@ def reference_splits(bench: Path):
 
 
 def our_scorer(test, device):
-    from neuroflow.training.classifier import evaluate, to_device
+    from neuroflow.training.batches import to_device
+    from neuroflow.training.classifier import evaluate
 
     images, labels = to_device(*test, device)
     return lambda model: evaluate(model, images, labels).accuracy
@@ -252,7 +253,8 @@ def run_reference_net_in_our_loop(bench: Path, epochs: int, seed: int) -> dict:
     from neuroflow.data.prepared import load_prepared
     from neuroflow.models.classifier import ImageClassifier, Standardize
     from neuroflow.settings import TRAINING
-    from neuroflow.training.classifier import fit, to_device
+    from neuroflow.training.batches import to_device
+    from neuroflow.training.classifier import fit
     from neuroflow.training.device import resolve_device, seed_everything
 
     prepared = load_prepared(bench / "prepared")
@@ -329,7 +331,8 @@ def run_digits_on_mnist(bench: Path, framing: bool, augment: str, epochs: int) -
     from neuroflow.jobs.train_classifier import train_classifier
     from neuroflow.settings import MODELS, TRAINING, PrepareConfig
     from neuroflow.tracking.models import load_model
-    from neuroflow.training.classifier import evaluate, to_device
+    from neuroflow.training.batches import to_device
+    from neuroflow.training.classifier import evaluate
 
     _, test = reference_splits(bench)
     real = to_device(*test, "cpu")
@@ -448,7 +451,8 @@ def run_scaling(bench: Path, idx_dir: Path) -> dict:
     from neuroflow.families import CNNConfig
     from neuroflow.models.build import build_classifier
     from neuroflow.settings import TrainConfig
-    from neuroflow.training.classifier import fit, to_device
+    from neuroflow.training.batches import to_device
+    from neuroflow.training.classifier import fit
     from neuroflow.training.device import resolve_device
 
     prepared = load_prepared(idx_dir / "prepared")

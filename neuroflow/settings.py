@@ -26,6 +26,7 @@ from __future__ import annotations
 from neuroflow import families
 from neuroflow.config import Checked, Setting, config, setting
 from neuroflow.data.framing import FITS
+from neuroflow.data.shards import CACHE_DIR, CACHE_MB
 from neuroflow.data.sources import DATASETS
 from neuroflow.families import metric_for, registered
 from neuroflow.uris import RUN_ID, check_data_value
@@ -100,6 +101,14 @@ class PrepareConfig(SourceConfig):
         help="digits: crop each to its ink, fit it to 20 of 28 pixels and centre its centre of "
         "mass, as MNIST was made; false stretches the 8x8 image to fill the frame",
     )
+    shard_mb: float = setting(
+        16.0,
+        low=0,
+        low_open=True,
+        high=4096,
+        help="each split's images are written in shards of about this many MiB, which training "
+        "reads one at a time",
+    )
 
     def check(self) -> None:
         held_out = self.val_fraction + self.test_fraction
@@ -147,6 +156,8 @@ DEVICES = ("auto", "cpu", "cuda")
 GAN_LOSSES = ("bce", "wgan-gp")
 PRECISIONS = ("fp32", "bf16")
 AUGMENT = ("auto", "true", "colour", "false")
+LOADINGS = ("auto", "memory", "stream")
+STREAM_ABOVE_MB = 1024  # loading=auto streams prepared images larger than this
 
 
 @config
@@ -165,6 +176,27 @@ class LoopConfig(Checked):
         high=64,
         help="processes, one per device; more than 1 trains data-parallel under torchrun",
     )
+    loading: str = setting(
+        "auto",
+        choices=LOADINGS,
+        help="memory: read the prepared splits whole; stream: a shard at a time, so the data "
+        f"may exceed memory; auto: stream when the images exceed {STREAM_ABOVE_MB} MiB",
+    )
+    shuffle_mb: float = setting(
+        64.0,
+        low=0,
+        low_open=True,
+        help="each epoch shuffles the shards' order, then the images of this many MiB of "
+        "shards at a time; a split no larger is shuffled whole",
+    )
+    cache_mb: float = setting(
+        float(CACHE_MB),
+        low=0,
+        low_open=True,
+        help="disk kept for shards fetched from a remote artifact store, in cache_dir (the "
+        "least recently used go first)",
+    )
+    cache_dir: str = setting(CACHE_DIR, help="where shards fetched from a remote store are kept")
 
 
 @config

@@ -69,7 +69,8 @@ def test_the_digits_champion_cnn_reads_real_handwriting(digits, mnist_t10k):
 
     from neuroflow.data.sources import load_source
     from neuroflow.tracking.models import load_model
-    from neuroflow.training.classifier import evaluate, to_device
+    from neuroflow.training.batches import to_device
+    from neuroflow.training.classifier import evaluate
 
     store, _ = digits
     result = store.step("train_cnn")

@@ -17,8 +17,9 @@ from neuroflow.models.build import build_classifier
 from neuroflow.models.dcgan import Discriminator, Generator
 from neuroflow.settings import GANTrainConfig, TrainConfig
 from neuroflow.training import checkpoint
+from neuroflow.training.batches import to_device
 from neuroflow.training.checkpoint import Checkpoints
-from neuroflow.training.classifier import fit, to_device
+from neuroflow.training.classifier import fit
 from neuroflow.training.device import seed_everything
 from neuroflow.training.gan import fit_gan
 
@@ -117,7 +118,7 @@ def test_a_truncated_or_foreign_torch_file_is_refused(digits, tmp_path):
 def test_a_resumed_gan_equals_a_gan_never_stopped(tmp_path, loss):
     """Both networks, both optimisers and the shuffling order come back from the checkpoint."""
     config = GANTrainConfig(loss=loss, epochs=3, batch_size=16, n_critic=2, device="cpu")
-    images = torch.from_numpy(synthetic_digits(64, seed=2)[0])
+    images = to_device(*synthetic_digits(64, seed=2), "cpu")
     small = DCGANConfig(latent_dim=8, width=4)
 
     def train(start=None, stop_after: int = 0):

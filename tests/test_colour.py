@@ -238,7 +238,7 @@ def test_a_cnn_reads_tinted_digits_within_a_point_of_the_same_digits_in_grey(
             data = store.client.download_artifacts(prepared.run_id, "prepared", str(tmp_path))
     assert accuracy["colour"] >= accuracy["grey"] - 0.01, accuracy
 
-    images = np.load(Path(data) / "test-images.npy")[:32]
+    images = np.load(Path(data) / "test-images-00000.npy")[:32]
     labels = np.load(Path(data) / "test-labels.npy")[:32]
     assert images.shape[1:] == (32, 32, 3)
     predicted = served_answer(store, "models:/colour_cnn/1", images, tmp_path)

@@ -56,7 +56,7 @@ def test_preprocess_frames_the_digits_only_unless_told_not_to(tmp_path, dataset,
     source = Source(dataset, "memory://", [Part(image, np.arange(30) % 10, "pool")], DIGIT_CLASSES)
     config = PrepareConfig(image_size=28, mnist_framing=framing, val_fraction=0.2)
     prepare(source, tmp_path, config)
-    first = np.load(tmp_path / "train-images.npy")[0]
+    first = np.load(tmp_path / "train-images-00000.npy")[0]
     row, col = centre_of_mass(first.astype(float))
     assert (abs(row - 13.5) <= 0.5 and abs(col - 13.5) <= 0.5) == framed
 

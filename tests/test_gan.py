@@ -19,9 +19,10 @@ from neuroflow.models.dcgan import (
 )
 from neuroflow.settings import GANTrainConfig
 from neuroflow.training import gan
+from neuroflow.training.batches import to_device
 
 SMALL = DCGANConfig(latent_dim=8, width=4)
-IMAGES = torch.from_numpy(synthetic_digits(64)[0])
+IMAGES = to_device(*synthetic_digits(64), "cpu")
 
 
 @pytest.mark.parametrize("upsample", ["nearest", "transposed"])
@@ -134,7 +135,8 @@ def test_nan_losses_stop_training_with_the_last_good_epoch(monkeypatch):
 def test_a_last_batch_of_one_image_is_left_out():
     torch.manual_seed(0)
     generator, critic = Generator(SMALL, (28, 28)), Discriminator(SMALL, (28, 28))
-    images = IMAGES[:17]  # one batch of 16 and one image over, which BatchNorm cannot train on
+    images = to_device(*synthetic_digits(17), "cpu")  # a batch of 16 and one image over,
+    # which BatchNorm cannot train on
     config = GANTrainConfig(epochs=1, batch_size=16)
     history = gan.fit_gan(generator, critic, images, config, 8)
     assert len(history) == 1 and all(math.isfinite(v) for v in history[0].values())
@@ -172,6 +174,6 @@ def test_the_gan_grows_a_stage_as_the_image_grows_and_makes_colour(size, stages)
 
 
 def test_colour_images_reach_the_critic_channels_first():
-    colour = IMAGES[:4, :, :, None].repeat(1, 1, 1, 3)  # (4, 28, 28, 3) uint8
+    colour = IMAGES.images[:4, :, :, None].repeat(1, 1, 1, 3)  # (4, 28, 28, 3) uint8
     assert gan.to_unit_range(colour).shape == (4, 3, 28, 28)
-    assert torch.equal(gan.to_unit_range(colour)[:, 2], gan.to_unit_range(IMAGES[:4])[:, 0])
+    assert torch.equal(gan.to_unit_range(colour)[:, 2], gan.to_unit_range(IMAGES.images[:4])[:, 0])

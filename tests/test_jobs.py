@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from neuroflow.data.prepared import load_prepared
-from neuroflow.errors import RunLookupError
+from neuroflow.errors import DataError, RunLookupError
 from neuroflow.families import CNNConfig, MLPConfig, RNNConfig
 from neuroflow.jobs.preprocess import preprocess
 from neuroflow.jobs.train_classifier import train_classifier
@@ -24,7 +24,7 @@ SMALL = {"cnn": SMALL_CNN, "mlp": SMALL_MLP, "rnn": RNNConfig(cell="gru", hidden
 SPLIT_FILES = {
     f"prepared/{s}-{kind}.npy"
     for s in ("train", "val", "test")
-    for kind in ("images", "labels", "hashes")
+    for kind in ("images-00000", "labels", "hashes")
 }
 
 
@@ -136,7 +136,8 @@ def test_data_that_is_not_a_prepared_dataset_is_refused(prepared):
     trained, _ = train("mlp", prepared.run_id)
     with pytest.raises(RunLookupError, match="is a train_mlp run; expected a preprocess run"):
         train("mlp", trained.info.run_id)
-    with pytest.raises(RunLookupError, match=f"cannot download runs:/{prepared.run_id}/nothing"):
+    nothing = f"runs:/{prepared.run_id}/nothing: not a prepared dataset"
+    with pytest.raises(DataError, match=f"{nothing} \\(cannot read metadata.json: no metadata"):
         train("mlp", f"runs:/{prepared.run_id}/nothing")
 
 

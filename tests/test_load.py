@@ -113,7 +113,7 @@ def test_concurrent_trainings_log_every_metric_point(remote, trained, tmp_path):
     assert overlapped(client, run_ids)
 
     prepared = client.download_artifacts(server.data_run, "prepared", str(tmp_path))
-    images = np.load(f"{prepared}/test-images.npy")[:16].astype(np.float32)
+    images = np.load(f"{prepared}/test-images-00000.npy")[:16].astype(np.float32)
     points = 0
     for run_id in run_ids:
         run = client.get_run(run_id)

@@ -150,7 +150,7 @@ def post_json(url: str, body: dict) -> dict:
 def test_serving_a_classifier_champion_returns_labels(pipeline, family, tmp_path):
     store = pipeline.store
     prepared = Path(store.client.download_artifacts(pipeline.data_run, "prepared", str(tmp_path)))
-    images = np.load(prepared / "test-images.npy")[:64]
+    images = np.load(prepared / "test-images-00000.npy")[:64]
     labels = np.load(prepared / "test-labels.npy")[:64]
     port = free_port()
     env = python_env(MLFLOW_TRACKING_URI=store.uri)

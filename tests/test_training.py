@@ -15,7 +15,8 @@ from neuroflow.families import CNNConfig, MLPConfig
 from neuroflow.models.build import build_classifier
 from neuroflow.settings import TrainConfig
 from neuroflow.training import classifier as loop
-from neuroflow.training.classifier import Evaluation, evaluate, fit, make_optimizer, to_device
+from neuroflow.training.batches import to_device
+from neuroflow.training.classifier import Evaluation, evaluate, fit, make_optimizer
 from neuroflow.training.device import resolve_device, seed_everything
 from neuroflow.training.optim import one_cycle
 

@@ -1,42 +1,53 @@
 """The prepared format: the folder preprocess logs and every later step reads by its URI.
 
     prepared/
-        metadata.json            classes, image shape, channels, normalisation, digests, source
-        train-images.npy         (N, H, W) uint8 grey, or (N, H, W, 3) colour (channels last)
-        train-labels.npy         (N,) uint8
-        train-hashes.npy         (N,) uint64, a hash of each source image's pixels
-        val-images.npy ...       test-images.npy ...
+        metadata.json                 classes, image shape, channels, normalisation, digests,
+                                      source, and each file below with its size and sha256
+        train-images-00000.npy ...    shards of (n, H, W) uint8 grey or (n, H, W, 3) colour
+                                      (channels last) images, about shard_mb MiB each
+        train-labels.npy              (N,) uint8
+        train-hashes.npy              (N,) uint64, a hash of each source image's pixels
+        val-...  test-...
 
-A split's sha256 covers its images and labels; its digest is the first 16 hex digits of that.
-The per-image hashes (format 2) tell which images two prepared datasets share, whatever their
-seeds and splits: promote scores versions only on test images neither trained on.
+A split's sha256 covers its images' pixels, in order, then its labels, whatever the shards;
+its digest is the first 16 hex digits of that. Every file is checked against its sha256 when
+read. The per-image hashes tell which images two prepared datasets share, whatever their seeds
+and splits: promote scores versions only on test images neither trained on. Formats 1 (no
+per-image hashes) and 2 (one images file per split) are still read, whole.
+
+A consumer opens a prepared folder by its URI (open_prepared): small ones are read whole into
+memory; large ones, or any with loading=stream, are read a shard at a time
+(neuroflow.data.shards), in place from a local store or fetched from a remote one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from neuroflow.data.framing import InputRule
+from neuroflow.data.shards import Location, MiB, Shard, ShardCache, ShardedImages
 from neuroflow.data.sources import Part, Source
 from neuroflow.data.splits import stratified_split
 from neuroflow.errors import DataError
 
 SPLITS = ("train", "val", "test")
-FORMAT = 2
-READABLE = (1, 2)  # format 1 has no per-image hashes
+FORMAT = 3
+READABLE = (1, 2, 3)  # 1 has no per-image hashes, 2 one images file per split
 METADATA = "metadata.json"
 _CHUNK = 4096  # images gathered, resized and written at a time
+Publish = Callable[[Path], None]  # given each file of the folder once it is complete
 
 
 @dataclass
 class Prepared:
-    images: dict[str, np.ndarray]  # split -> (N, H, W) or (N, H, W, C) uint8
+    # split -> (N, H, W) or (N, H, W, C) uint8, whole in memory or read a shard at a time
+    images: dict[str, np.ndarray | ShardedImages]
     labels: dict[str, np.ndarray]  # split -> (N,) uint8
     meta: dict
     hashes: dict[str, np.ndarray] | None = None  # split -> (N,) uint64; None in format 1
@@ -74,6 +85,20 @@ class Prepared:
         """How each image was brought to the model's size (neuroflow.data.framing.InputRule)."""
         return self.meta.get("input_rule") or InputRule.legacy(self.image_shape[0]).to_dict()
 
+    def shards(self, split: str) -> list[Shard]:
+        """The files holding `split`'s images; one per split before format 3."""
+        recorded = self.meta["splits"][split]
+        if "shards" in recorded:
+            return [Shard.from_dict(record) for record in recorded["shards"]]
+        image_bytes = int(np.prod(self.pixel_shape))
+        count = recorded["count"]
+        return [Shard(f"{split}-images.npy", recorded["sha256"], count * image_bytes, count)]
+
+    @property
+    def image_bytes(self) -> int:
+        """The bytes of every split's images together."""
+        return sum(s.bytes for split in SPLITS for s in self.shards(split))
+
     @property
     def mean(self) -> float:
         return self.meta["normalization"]["mean"]
@@ -83,12 +108,21 @@ class Prepared:
         return self.meta["normalization"]["std"]
 
 
-def prepare(source: Source, out_dir: Path, config, fingerprint: str = "") -> dict:
+def prepare(
+    source: Source,
+    out_dir: Path,
+    config,
+    fingerprint: str = "",
+    publish: Publish | None = None,
+) -> dict:
     """Split `source` as `config` (a neuroflow.settings.PrepareConfig) says, bring it to
     image_size (the digits framed as MNIST's, unless mnist_framing is off; see
-    neuroflow.data.framing), write the prepared folder; return its metadata, which records the
-    source's `fingerprint` (neuroflow.data.fingerprint)."""
+    neuroflow.data.framing), write the prepared folder a chunk of images at a time; return its
+    metadata, which records the source's `fingerprint` (neuroflow.data.fingerprint). Each file
+    is handed to `publish` once written (metadata.json last), which may move it away: the
+    folder never needs to hold a whole split."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    publish = publish or (lambda path: None)
     given = {  # splits the source gives as they are: an official test split, a validation one
         "test": [p for p in source.parts if p.official_test],
         "val": [p for p in source.parts if p.validation],
@@ -108,10 +142,12 @@ def prepare(source: Source, out_dir: Path, config, fingerprint: str = "") -> dic
     rule = InputRule.for_source(
         source.name, size, config.mnist_framing, source.channels, config.fit
     )
+    per_shard = max(1, int(config.shard_mb * MiB) // int(np.prod(rule.shape)))
+    stats = PixelStats()
     for split in SPLITS:
-        chosen = indices[split]
-        splits[split] = _write_split(out_dir, split, sources[split], chosen, rule, num_classes)
-    mean, std = _pixel_stats(np.load(out_dir / "train-images.npy", mmap_mode="r"))
+        writer = SplitWriter(out_dir, split, rule, per_shard, publish)
+        seen = stats if split == "train" else None
+        splits[split] = writer.write(sources[split], indices[split], num_classes, seen)
     meta = {
         "format": FORMAT,
         "dataset": source.name,
@@ -125,26 +161,99 @@ def prepare(source: Source, out_dir: Path, config, fingerprint: str = "") -> dic
         "official_test": bool(given["test"]),
         "given_val": bool(given["val"]),
         "input_rule": rule.to_dict(),
-        "normalization": {"mean": mean, "std": std},
+        "normalization": stats.result(),
         "splits": splits,
         "digest": _combined_digest(splits),
         "params": asdict(config),
     }
     (out_dir / METADATA).write_text(json.dumps(meta, indent=2) + "\n")
+    publish(out_dir / METADATA)
     return meta
 
 
-def load_prepared(folder: Path, mmap: bool = False) -> Prepared:
-    """Read a prepared folder, checking every split against its recorded sha256. With mmap,
-    the arrays stay on disk until used."""
+def read_metadata(location: Location) -> dict:
+    """A prepared folder's metadata.json, checked to be a format this version reads."""
     try:
-        meta = json.loads((folder / METADATA).read_text())
-    except (OSError, ValueError) as error:
+        meta = json.loads(location.text(METADATA))
+    except (OSError, ValueError, DataError) as error:
         raise DataError(
-            f"{folder}: not a prepared dataset (cannot read {METADATA}: {error})"
+            f"{location.uri}: not a prepared dataset (cannot read {METADATA}: "
+            f"{str(error).splitlines()[0]})"
         ) from None
     if meta.get("format") not in READABLE:
-        raise DataError(f"{folder}: prepared format {meta.get('format')!r}, expected {FORMAT}")
+        raise DataError(
+            f"{location.uri}: prepared format {meta.get('format')!r}, expected {FORMAT}"
+        )
+    return meta
+
+
+def open_prepared(
+    uri: str, stream: bool | None = None, cache: ShardCache | None = None
+) -> Prepared:
+    """The prepared dataset at `uri` (a folder, or an artifact URI such as runs:/<id>/prepared),
+    its labels and image hashes read, its images read whole (stream=False), a shard at a time
+    (stream=True), or whichever suits their size (None: see should_stream). A remote store's
+    files are fetched into `cache`; a local store's are read in place."""
+    location = Location(uri, cache)
+    meta = read_metadata(location)
+    if meta["format"] < 3:  # one file per split: read whole, from a copy when remote
+        return _legacy(location, stream)
+    prepared = Prepared({}, {}, meta, {})
+    if stream is None:
+        stream = should_stream(prepared)
+    for split in SPLITS:
+        recorded = meta["splits"][split]
+        shards = prepared.shards(split)
+        images = ShardedImages(location, shards, prepared.pixel_shape)
+        prepared.images[split] = images if stream else _whole(images)
+        prepared.labels[split] = location.array(Shard.from_dict(recorded["labels"]))
+        prepared.hashes[split] = location.array(Shard.from_dict(recorded["hashes"]))
+        if len(prepared.labels[split]) != recorded["count"]:
+            raise DataError(f"{location.uri}: {split} labels do not match its recorded count")
+    return prepared
+
+
+def open_for(uri: str, config) -> Prepared:
+    """The prepared dataset at `uri` as a loop's `config` (neuroflow.settings.LoopConfig) reads
+    it: its loading, and its cache for a remote store's shards."""
+    stream = {"memory": False, "stream": True}.get(config.loading)  # auto: None
+    cache = ShardCache(Path(config.cache_dir).expanduser(), int(config.cache_mb * MiB))
+    return open_prepared(uri, stream, cache)
+
+
+def should_stream(prepared: Prepared) -> bool:
+    """loading=auto: stream images larger than neuroflow.settings.STREAM_ABOVE_MB."""
+    from neuroflow.settings import STREAM_ABOVE_MB
+
+    return prepared.image_bytes > STREAM_ABOVE_MB * MiB
+
+
+def load_prepared(folder: Path, mmap: bool = False) -> Prepared:
+    """Read a local prepared folder, checking every file against its recorded sha256: whole
+    into memory, or with mmap, images that stay on disk until used (a shard at a time)."""
+    return open_prepared(str(folder), stream=mmap)
+
+
+def _whole(images: ShardedImages) -> np.ndarray:
+    """Every shard read (and checked) into one array."""
+    whole = np.empty(images.shape, np.uint8)
+    for number, start in enumerate(images.starts[:-1]):
+        whole[start : images.starts[number + 1]] = images.shard(number)
+    return whole
+
+
+def _legacy(location: Location, mmap: bool | None) -> Prepared:
+    """A prepared folder of format 1 or 2, from this machine or copied from a remote store."""
+    if location.folder is None:
+        import tempfile
+
+        from neuroflow.data.shards import download_file
+
+        with tempfile.TemporaryDirectory() as tmp:
+            prepared = _legacy(Location(download_file(location.uri, tmp)), False)
+        return prepared
+    folder = location.folder
+    meta = read_metadata(location)
     images, labels, hashes = {}, {}, {}
     mode = "r" if mmap else None
     for split in SPLITS:
@@ -168,35 +277,80 @@ def _check(files: list[Path], sha256: str, what: str) -> None:
         raise DataError(f"{what} does not match its recorded sha256")
 
 
-def _write_split(
-    out_dir: Path, split: str, parts: list[Part], indices, rule: InputRule, num_classes: int
-) -> dict:
-    """Write one split, each chunk of images brought to the rule's size by the rule."""
-    images_path, labels_path = out_dir / f"{split}-images.npy", out_dir / f"{split}-labels.npy"
-    shape = (len(indices), *rule.shape)
-    images = np.lib.format.open_memmap(images_path, "w+", np.uint8, shape)
-    labels = np.empty(len(indices), np.uint8)
-    hashes = np.empty(len(indices), np.uint64)
-    start = 0
-    for chunk_images, chunk_labels in _gather(parts, indices):
-        stop = start + len(chunk_labels)
-        images[start:stop] = rule.apply(chunk_images)
-        labels[start:stop] = chunk_labels
-        hashes[start:stop] = image_hashes(chunk_images)
-        start = stop
-    images.flush()
-    del images
-    np.save(labels_path, labels)
-    np.save(out_dir / f"{split}-hashes.npy", hashes)
-    sha256 = _sha256([images_path, labels_path])
-    counts = np.bincount(labels, minlength=num_classes).tolist()
-    return {
-        "count": len(indices),
-        "sha256": sha256,
-        "digest": sha256[:16],
-        "hashes_sha256": _sha256([out_dir / f"{split}-hashes.npy"]),
-        "class_counts": counts,
-    }
+class PixelStats:
+    """Mean and std of pixel values scaled to [0, 1], accumulated a chunk at a time."""
+
+    def __init__(self):
+        self.total = self.total_sq = 0.0
+        self.count = 0
+
+    def add(self, images: np.ndarray) -> None:
+        chunk = images.astype(np.float64) / 255
+        self.total += chunk.sum()
+        self.total_sq += np.square(chunk).sum()
+        self.count += chunk.size
+
+    def result(self) -> dict:
+        mean = self.total / max(self.count, 1)
+        std = max(self.total_sq / max(self.count, 1) - mean * mean, 1e-12) ** 0.5
+        return {"mean": round(float(mean), 6), "std": round(float(std), 6)}
+
+
+@dataclass
+class SplitWriter:
+    """Writes one split: its images in shards of `per_shard`, each brought to the rule's size
+    by the rule a chunk at a time, then its labels and image hashes."""
+
+    out_dir: Path
+    split: str
+    rule: InputRule
+    per_shard: int
+    publish: Publish
+
+    def write(self, parts: list[Part], indices, num_classes: int, stats: PixelStats | None) -> dict:
+        labels = np.empty(len(indices), np.uint8)
+        hashes = np.empty(len(indices), np.uint64)
+        content = hashlib.sha256()  # the pixels in order, then the labels
+        shards = []
+        for number, first in enumerate(range(0, max(len(indices), 1), self.per_shard)):
+            chosen = indices[first : first + self.per_shard]
+            path = self.out_dir / f"{self.split}-images-{number:05d}.npy"
+            images = np.lib.format.open_memmap(
+                path, "w+", np.uint8, (len(chosen), *self.rule.shape)
+            )
+            start = first
+            for chunk_images, chunk_labels in _gather(parts, chosen):
+                stop = start + len(chunk_labels)
+                written = self.rule.apply(chunk_images)
+                images[start - first : stop - first] = written
+                content.update(np.ascontiguousarray(written).tobytes())
+                if stats is not None:
+                    stats.add(written)
+                labels[start:stop] = chunk_labels
+                hashes[start:stop] = image_hashes(chunk_images)
+                start = stop
+            images.flush()
+            del images
+            shards.append({**self._finished(path), "count": len(chosen)})
+        content.update(labels.tobytes())
+        sha256 = content.hexdigest()
+        written = {}
+        for kind, array in (("labels", labels), ("hashes", hashes)):
+            np.save(self.out_dir / f"{self.split}-{kind}.npy", array)
+            written[kind] = self._finished(self.out_dir / f"{self.split}-{kind}.npy")
+        return {
+            "count": len(indices),
+            "sha256": sha256,
+            "digest": sha256[:16],
+            "class_counts": np.bincount(labels, minlength=num_classes).tolist(),
+            "shards": shards,
+            **written,
+        }
+
+    def _finished(self, path: Path) -> dict:
+        record = {"file": path.name, "sha256": _sha256([path]), "bytes": path.stat().st_size}
+        self.publish(path)
+        return record
 
 
 def image_hashes(images: np.ndarray) -> np.ndarray:
@@ -226,19 +380,6 @@ def _gather(parts: list[Part], indices: np.ndarray) -> Iterator[tuple[np.ndarray
             images[mask] = parts[part_id].images[local]
             labels[mask] = parts[part_id].labels[local]
         yield images, labels
-
-
-def _pixel_stats(images: np.ndarray) -> tuple[float, float]:
-    """Mean and std of pixel values scaled to [0, 1], accumulated a chunk at a time."""
-    total = total_sq = 0.0
-    for start in range(0, len(images), _CHUNK):
-        chunk = images[start : start + _CHUNK].astype(np.float64) / 255
-        total += chunk.sum()
-        total_sq += np.square(chunk).sum()
-    count = images.size
-    mean = total / count
-    std = max(total_sq / count - mean * mean, 1e-12) ** 0.5
-    return round(float(mean), 6), round(float(std), 6)
 
 
 def _sha256(paths: list[Path]) -> str:

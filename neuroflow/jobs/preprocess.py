@@ -10,7 +10,7 @@ import mlflow
 from neuroflow.data.fingerprint import TAG as FINGERPRINT_TAG
 from neuroflow.data.fingerprint import fingerprint
 from neuroflow.data.framing import InputRule
-from neuroflow.data.prepared import load_prepared, prepare
+from neuroflow.data.prepared import Prepared, prepare
 from neuroflow.data.sources import load_source
 from neuroflow.settings import PrepareConfig
 from neuroflow.tracking.lineage import log_splits, provenance_tags
@@ -40,11 +40,14 @@ def preprocess(config: PrepareConfig) -> DataRef:
     source_fingerprint = fingerprint(config.dataset, config.data_dir, columns)
     mlflow.set_tag(FINGERPRINT_TAG, source_fingerprint)
     uri = f"runs:/{run_id}/{PREPARED}"
+
+    def publish(path: Path) -> None:  # each file logged once written: no whole split on disk
+        mlflow.log_artifact(str(path), PREPARED)
+        path.unlink()
+
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / PREPARED
-        meta = prepare(source, folder, config, source_fingerprint)
-        mlflow.log_artifacts(str(folder), PREPARED)
-        log_splits(load_prepared(folder, mmap=True), uri)
+        meta = prepare(source, Path(tmp) / PREPARED, config, source_fingerprint, publish)
+    log_splits(Prepared({}, {}, meta), uri)
     counts = {f"{split}_count": info["count"] for split, info in meta["splits"].items()}
     mlflow.log_metrics(counts)
     mlflow.set_tags({"data_digest": meta["digest"], DATASET_TITLE: meta["title"]})

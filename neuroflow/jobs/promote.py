@@ -4,14 +4,12 @@ at least min_delta."""
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
 
-from neuroflow.data.prepared import Prepared, load_prepared
+from neuroflow.data.prepared import Prepared, open_prepared
 from neuroflow.data.unseen import unseen_test
 from neuroflow.errors import RunLookupError
 from neuroflow.families import FID
@@ -31,7 +29,7 @@ from neuroflow.tracking.registry import (
     resolve_version,
     transition_stage,
 )
-from neuroflow.tracking.runs import STEP_TAG, download, log_params_once
+from neuroflow.tracking.runs import STEP_TAG, log_params_once
 
 LATENT_SEED = 0  # every generator is scored on latents from this seed
 EXPECTED = "a model logged by this project's training"  # for one that cannot be loaded
@@ -145,10 +143,8 @@ class Judge:
 
     def load(self, version) -> Prepared:
         data_run = version.tags.get("data_run_id", "")
-        if data_run not in self.data:
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = Path(download(f"runs:/{data_run}/prepared", tmp))
-                self.data[data_run] = load_prepared(folder)
+        if data_run not in self.data:  # its test images read when scored, no others
+            self.data[data_run] = open_prepared(f"runs:/{data_run}/prepared", stream=True)
         return self.data[data_run]
 
     def score(self, version, champion) -> float:
@@ -189,7 +185,7 @@ class Scorer:
     without it."""
 
     def __init__(self, candidate, champion, metric, fairness: Fairness, load):
-        from neuroflow.training.classifier import to_device
+        from neuroflow.training.batches import to_device
         from neuroflow.training.device import resolve_device
 
         self.metric = metric
@@ -221,7 +217,7 @@ class Scorer:
 
             evaluator = candidate.tags.get("evaluator_uri", "")
             self.evaluator = load_model(evaluator, "evaluator", EXPECTED).to(self.device)
-            self.real = judge(self.evaluator, self.test[0])
+            self.real = judge(self.evaluator, self.test.images)
 
     def __call__(self, version) -> float:
         import torch
@@ -250,10 +246,9 @@ class Scorer:
                 f"{version.name} version {version.version} takes {shape} images; "
                 f"the test split has {self.data.pixel_shape}"
             )
-        images, labels = self.test
         result = evaluate_predictions(
-            labels.cpu().numpy(),
-            probabilities(model, images),
+            self.test.labels.cpu().numpy(),
+            probabilities(model, self.test.images),
             self.data.classes,
             f"evaluate version {version.version}",
         )

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import mlflow
 import torch
 
-from neuroflow.data.prepared import load_prepared
+from neuroflow.data.prepared import open_for
 from neuroflow.errors import TrainingError
 from neuroflow.jobs.preprocess import preprocess_nested
 from neuroflow.models.build import build_classifier, for_data
@@ -24,14 +22,14 @@ from neuroflow.tracking.models import log_classifier
 from neuroflow.tracking.runs import (
     FAMILY_TAG,
     STEP_TAG,
-    download,
     experiment_id,
     log_params_once,
     params_of,
     resolve_data,
 )
+from neuroflow.training.batches import splits_of
 from neuroflow.training.checkpoint import Checkpoints
-from neuroflow.training.classifier import evaluate, fit, to_device
+from neuroflow.training.classifier import evaluate, fit
 from neuroflow.training.device import seed_everything
 from neuroflow.training.distributed import Ranks
 
@@ -74,8 +72,7 @@ def train_classifier(
             or preprocess_nested()
         )
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        prepared = load_prepared(Path(download(ref.uri, tmp)))  # read whole into memory
+    prepared = open_for(ref.uri, config)  # whole, or a shard at a time: see loading
     if ranks.main:
         digest = prepared.digest
         mlflow.log_params({"data_uri": ref.uri, "data_run_id": ref.run_id, "data_digest": digest})
@@ -88,9 +85,7 @@ def train_classifier(
 
     seed_everything(config.seed)
     model = build_classifier(family, model_config, **for_data(prepared)).to(ranks.device)
-    splits = {
-        s: to_device(prepared.images[s], prepared.labels[s], ranks.device) for s in prepared.images
-    }
+    splits = splits_of(prepared, ranks.device, config.shuffle_mb)
 
     logged = [start.state["epoch"] if start else 0]
 
@@ -121,9 +116,9 @@ def train_classifier(
         raise
     if not ranks.main:
         return None
-    mlflow.log_metric("best_epoch", result.best_epoch)
+    mlflow.log_metrics({"best_epoch": result.best_epoch, "train_images_per_s": result.images_per_s})
     plots.log_loss_curves(result.history)
-    test = evaluate(model, *splits["test"])
+    test = evaluate(model, splits["test"].images, splits["test"].labels)
     info = log_classifier(model, prepared.images["test"][:4])
     log_test_results(info, prepared, test, datasets["test"])
     mlflow.set_tag("model_uri", info.model_uri)

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import re
-import tempfile
 from dataclasses import asdict
-from pathlib import Path
 
 import mlflow
 import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from neuroflow.data.prepared import Prepared, load_prepared
+from neuroflow.data.prepared import Prepared, open_for
 from neuroflow.errors import NeuroflowError, RunLookupError, TrainingError
 from neuroflow.families import CNNConfig, DCGANConfig
 from neuroflow.jobs.preprocess import preprocess_nested
@@ -32,12 +30,12 @@ from neuroflow.tracking.runs import (
     FAMILY_TAG,
     STEP_TAG,
     DataRef,
-    download,
     experiment_id,
     log_params_once,
     params_of,
     resolve_data,
 )
+from neuroflow.training.batches import splits_of
 from neuroflow.training.checkpoint import Checkpoints
 from neuroflow.training.device import seed_everything
 from neuroflow.training.distributed import Ranks
@@ -76,8 +74,7 @@ def train_dcgan(
     if start:
         data, evaluator = start.params["data_uri"], start.params["evaluator_uri"]
     ref = ranks.from_main(lambda: resolve_data(data, experiment_id()) or preprocess_nested())
-    with tempfile.TemporaryDirectory() as tmp:
-        prepared = load_prepared(Path(download(ref.uri, tmp)))
+    prepared = open_for(ref.uri, config)  # whole, or a shard at a time: see loading
     try:
         check_image_shape(prepared.image_shape)
     except ValueError as error:
@@ -89,7 +86,7 @@ def train_dcgan(
     )
     generator, critic = generator.to(ranks.device), critic.to(ranks.device)
     served = ImageGenerator(generator, asdict(model_config))
-    train = torch.from_numpy(prepared.images["train"]).to(ranks.device)
+    train = splits_of(prepared, ranks.device, config.shuffle_mb, ["train"])["train"]
     fit_args = (generator, critic, train, config, model_config.latent_dim)
     state = start.state if start else None
     if not ranks.main:
@@ -103,7 +100,7 @@ def train_dcgan(
     mlflow.log_param("evaluator_uri", evaluator_uri)
     mlflow.set_tag("evaluator_uri", evaluator_uri)
     judge_model = judge_model.to(ranks.device)
-    real = judge(judge_model, torch.from_numpy(prepared.images["test"]).to(ranks.device))
+    real = judge(judge_model, splits_of(prepared, ranks.device, 0, ["test"])["test"].images)
     latents = torch.Generator().manual_seed(config.seed)
     grid_z = torch.randn(GRID, model_config.latent_dim, generator=latents).to(ranks.device)
     eval_z = torch.randn(SAMPLES, model_config.latent_dim, generator=latents).to(ranks.device)

@@ -18,11 +18,11 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from neuroflow.data.prepared import load_prepared
+from neuroflow.data.prepared import open_for
 from neuroflow.errors import NeuroflowError
 from neuroflow.jobs.preprocess import preprocess_nested
 from neuroflow.models.build import build_classifier, for_data
-from neuroflow.settings import TuneConfig
+from neuroflow.settings import LoopConfig, TuneConfig
 from neuroflow.tracking.evaluation import log_test_results
 from neuroflow.tracking.lineage import log_splits, provenance_tags
 from neuroflow.tracking.models import log_classifier
@@ -43,7 +43,8 @@ from neuroflow.tracking.studies import (
     open_study,
 )
 from neuroflow.training import search
-from neuroflow.training.classifier import evaluate, fit, to_device
+from neuroflow.training.batches import splits_of
+from neuroflow.training.classifier import evaluate, fit
 from neuroflow.training.device import resolve_device, seed_everything
 
 WEIGHTS = "weights.pt"  # each finished trial's network, tensors only
@@ -56,8 +57,8 @@ def tune(config: TuneConfig) -> str:
     log_params_once(params_of(config))
     space = search.load_space(config.family, config.space)
     ref = resolve_data(config.data, experiment_id()) or preprocess_nested()
+    prepared = open_for(ref.uri, LoopConfig())  # whole, or a shard at a time when large
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = load_prepared(Path(download(ref.uri, tmp)))
         name = config.study or default_study(config.family, prepared.digest)
         mlflow.set_tag("study", name)
         kept = None if config.storage else Path(tmp) / STUDY_FILE
@@ -70,10 +71,7 @@ def tune(config: TuneConfig) -> str:
         mlflow.log_param("data_digest", prepared.digest)
         test_dataset = log_splits(prepared, ref.uri)["test"]
         device = resolve_device("auto")
-        splits = {
-            s: to_device(prepared.images[s], prepared.labels[s], device)
-            for s in ("train", "val", "test")
-        }
+        splits = splits_of(prepared, device, LoopConfig().shuffle_mb)
         parent = mlflow.active_run().info.run_id
         share_cores(config.workers)
         others = [
@@ -140,12 +138,9 @@ def worker(args: dict) -> None:
     share_cores(config.workers)
     config = replace(config, seed=config.seed + args["index"], workers=1)
     space = search.load_space(config.family, config.space)
-    with tempfile.TemporaryDirectory() as tmp:
-        prepared = load_prepared(Path(download(args["data"], tmp)))
+    prepared = open_for(args["data"], LoopConfig())
     device = resolve_device("auto")
-    splits = {
-        s: to_device(prepared.images[s], prepared.labels[s], device) for s in ("train", "val")
-    }
+    splits = splits_of(prepared, device, LoopConfig().shuffle_mb, ("train", "val"))
     study = open_study(
         args["study"], args["storage"], search.sampler(config), search.pruner(config)
     )
@@ -231,7 +226,8 @@ class Trial:
 
 def log_best(study, config: TuneConfig, space: dict, prepared, test, device) -> str:
     """Log the search's outcome on the tune run and the best trial's network as `model`,
-    scored on `test`: the test split's (images, labels) tensors and its MLflow dataset."""
+    scored on `test`: the test split (neuroflow.training.batches.Split) and its MLflow
+    dataset."""
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         raise NeuroflowError(
@@ -256,8 +252,8 @@ def log_best(study, config: TuneConfig, space: dict, prepared, test, device) -> 
         uri = f"runs:/{best.user_attrs['mlflow_run_id']}/{WEIGHTS}"
         model.load_state_dict(torch.load(download(uri, tmp), weights_only=True))
     model = model.to(device)
-    (images, labels), test_dataset = test
-    result = evaluate(model, images, labels)
+    split, test_dataset = test
+    result = evaluate(model, split.images, split.labels)
     info = log_classifier(model, prepared.images["test"][:4])
     log_test_results(info, prepared, result, test_dataset)
     mlflow.set_tag("model_uri", info.model_uri)

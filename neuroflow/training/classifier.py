@@ -1,12 +1,14 @@
 """The one training loop every classifier family shares; only the model differs.
 
-The prepared splits sit on the device as whole uint8 tensors and batches are taken by indexing
-a shuffled permutation, so there is no per-item Dataset or DataLoader on the hot path.
+Batches are taken by indexing each epoch's order over a split (neuroflow.training.batches):
+a uint8 tensor on the device, or shards streamed a batch at a time, so there is no per-item
+Dataset or DataLoader on the hot path.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 
 from neuroflow.errors import TrainingError
 from neuroflow.settings import TrainConfig
+from neuroflow.training.batches import Split
 from neuroflow.training.checkpoint import Checkpoints, Snapshot
 from neuroflow.training.distributed import Ranks
 from neuroflow.training.optim import Optimizer, one_cycle
@@ -46,11 +49,7 @@ class FitResult:
     history: list[dict[str, float]]  # one dict of metrics per epoch
     best_epoch: int  # the epoch whose weights the model holds at the end
     stopped_early: bool
-
-
-def to_device(images: np.ndarray, labels: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, H, W) uint8 images stay uint8 (4x smaller than float); labels become int64."""
-    return torch.from_numpy(images).to(device), torch.from_numpy(labels).long().to(device)
+    images_per_s: float = 0.0  # trained on, over all ranks, per second of training (no eval)
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> Optimizer:
@@ -140,21 +139,21 @@ class Logits(torch.nn.Module):
 
 def fit(
     model,
-    train,
-    val,
+    train: Split,
+    val: Split,
     config: TrainConfig,
     on_epoch: OnEpoch | None = None,
     ranks: Ranks | None = None,
     checkpoints: Checkpoints | None = None,
 ) -> FitResult:
-    """Train `model` on `train` = (images, labels) tensors, pick the epoch with the lowest
+    """Train `model` on the `train` split, pick the epoch with the lowest
     val_loss, and leave the model holding that epoch's weights. Under several ranks each trains
     on its shard with batch_size / ranks images per step, so a step still sees batch_size.
     `checkpoints` may give a state to resume from and take the state after every epoch."""
     from tqdm.auto import tqdm
 
-    ranks = ranks or Ranks(0, 1, train[0].device)
-    images, labels = train
+    ranks = ranks or Ranks(0, 1, train.device)
+    labels = train.labels
     batch_size = math.ceil(config.batch_size / ranks.size)
     count = len(labels) // ranks.size
     steps = math.ceil(count / batch_size)
@@ -164,9 +163,7 @@ def fit(
     if config.compile:
         network = torch.compile(network)
     # bf16 for the forward pass; autocast keeps the loss and the weights in float32
-    autocast = torch.autocast(
-        images.device.type, torch.bfloat16, enabled=config.precision == "bf16"
-    )
+    autocast = torch.autocast(train.device.type, torch.bfloat16, enabled=config.precision == "bf16")
     optimizer = make_optimizer(model, config)
     total = config.epochs * steps
     warmup = warmup_share(total)
@@ -175,6 +172,7 @@ def fit(
     snapshot = Snapshot("classifier", parts, generator, checkpoints, ranks.main)
     history, done, state = snapshot.restore()
     best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
+    trained = [0, 0.0]  # images and seconds, for images_per_s
     if state:
         best = state["best"]
         best_loss, best_epoch, stale = best["loss"], best["epoch"], best["stale"]
@@ -189,12 +187,14 @@ def fit(
     )
     for epoch in range(done + 1, config.epochs + 1):
         model.train()
-        order = ranks.shard(torch.randperm(len(labels), generator=generator))
-        order = order[: steps * batch_size]
+        order = ranks.shard(train.order(generator))
+        chunks = order[: steps * batch_size].split(batch_size)
         # The loss is summed on the device and read once an epoch: no step waits for the host.
-        loss_sum, seen = torch.zeros((), device=images.device), 0
-        for batch in order.to(images.device).split(batch_size):
-            inputs = images[batch]  # (B, H, W) uint8
+        loss_sum, seen = torch.zeros((), device=train.device), 0
+        started = time.perf_counter()
+        for chunk, inputs in zip(chunks, train.batches(chunks), strict=True):
+            batch = chunk.to(train.device)
+            # inputs: (B, H, W[, C]) uint8
             if config.augment in ("true", "colour"):  # "auto": the job decides, seeing the data
                 inputs = augmented(inputs, generator, colour=config.augment == "colour")
             with autocast:
@@ -208,6 +208,8 @@ def fit(
             seen += len(batch)
             progress.update()
         summed, seen = ranks.sum(torch.stack([loss_sum, loss_sum.new_tensor(seen)])).tolist()
+        trained[0] += seen
+        trained[1] += time.perf_counter() - started
         train_loss = summed / seen
         if not math.isfinite(train_loss):
             progress.close()
@@ -215,7 +217,7 @@ def fit(
                 f"train_loss became {train_loss} in epoch {epoch} (lr={config.lr}); "
                 f"expected a finite loss: lower lr. The last good epoch was {epoch - 1}"
             )
-        checked = evaluate(model, *val)
+        checked = evaluate(model, val.images, val.labels)
         metrics = {
             "train_loss": train_loss,
             "val_loss": checked.loss,
@@ -237,4 +239,5 @@ def fit(
     progress.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(history, best_epoch, stopped_early=len(history) < config.epochs)
+    speed = trained[0] / trained[1] if trained[1] else 0.0
+    return FitResult(history, best_epoch, len(history) < config.epochs, speed)

@@ -1,6 +1,7 @@
 """The GAN training loop: the standard non-saturating BCE loss, or WGAN-GP.
 
-Real images stay on the device as one uint8 tensor, scaled to [-1, 1] a batch at a time.
+Real images stay uint8, on the device or streamed from their shards
+(neuroflow.training.batches), and are scaled to [-1, 1] a batch at a time.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 
 from neuroflow.errors import TrainingError
 from neuroflow.settings import GANTrainConfig
+from neuroflow.training.batches import Split
 from neuroflow.training.checkpoint import Checkpoints, Snapshot
 from neuroflow.training.distributed import Ranks
 from neuroflow.training.optim import Optimizer
@@ -56,16 +58,17 @@ def generator_loss(loss: str, critic, fake) -> torch.Tensor:
 def fit_gan(
     generator,
     critic,
-    images: torch.Tensor,
+    images: Split,
     config: GANTrainConfig,
     latent_dim: int,
     on_epoch: OnEpoch | None = None,
     ranks: Ranks | None = None,
     checkpoints: Checkpoints | None = None,
 ) -> list[dict[str, float]]:
-    """Train on `images` (N, H, W) uint8 and return each epoch's mean d_loss and g_loss, which
-    on_epoch also gets. A NaN or inf loss stops training with a TrainingError. Under several
-    ranks each trains on its shard of every epoch, batch_size / ranks images per step.
+    """Train on the split `images` ((N, H, W[, C]) uint8) and return each epoch's mean d_loss
+    and g_loss, which on_epoch also gets. A NaN or inf loss stops training with a
+    TrainingError. Under several ranks each trains on its shard of every epoch, batch_size /
+    ranks images per step.
     `checkpoints` may give a state to resume from and take the state after every epoch (after
     on_epoch, so whatever on_epoch draws from the generators is in it)."""
     from tqdm.auto import tqdm
@@ -97,13 +100,13 @@ def fit_gan(
     for epoch in range(done + 1, config.epochs + 1):
         generator.train()
         critic.train()
-        order = ranks.shard(torch.randperm(len(images), generator=shuffle))
-        order = order[: steps * batch_size]
+        order = ranks.shard(images.order(shuffle))
+        chunks = order[: steps * batch_size].split(batch_size)
         d_sum = g_sum = torch.zeros((), device=device)
         g_steps = 0
-        for step, batch in enumerate(order.to(device).split(batch_size), start=1):
-            real = to_unit_range(images[batch])
-            z = torch.randn(len(batch), latent_dim, device=device)
+        for step, pixels in enumerate(images.batches(chunks), start=1):
+            real = to_unit_range(pixels)
+            z = torch.randn(len(pixels), latent_dim, device=device)
             g_step = step % g_every == 0 or step == steps
             with torch.set_grad_enabled(g_step):  # critic-only steps need no generator graph
                 fake = generator(z)
