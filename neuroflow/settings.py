@@ -229,6 +229,12 @@ class TrainConfig(LoopConfig):
     )
     # compiling takes about a minute; it pays back on long GPU runs, not on 10 CPU epochs
     compile: bool = setting(False, help="torch.compile the network before training")
+    checkpoint_every: int = setting(
+        0,
+        low=0,
+        help="also checkpoint every this many batches within an epoch, so a resumed run goes "
+        "on from there; 0: at each epoch's end only",
+    )
 
 
 @config

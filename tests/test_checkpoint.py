@@ -3,6 +3,7 @@ and a file that is not a checkpoint is refused with one line."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import random
 
@@ -71,6 +72,43 @@ def test_resumed_training_equals_training_never_stopped(digits, tmp_path, stop_a
     assert saved == list(range(stop_after + 1, CONFIG.epochs + 1))
     assert result.history == whole_result.history
     assert result.best_epoch == whole_result.best_epoch
+    for key, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("stop", [(0, 6), (1, 3)])  # (epochs done, batches of the next)
+def test_a_run_stopped_within_an_epoch_resumes_there_to_the_same_numbers(digits, tmp_path, stop):
+    """checkpoint_every=3: a checkpoint every 3 batches within each epoch (of 10 batches:
+    300 images in batches of 32). Resuming from one goes on from that batch, augmentation
+    and dropout included, to the curves and weights of a run never stopped."""
+    config = dataclasses.replace(CONFIG, checkpoint_every=3, augment="true", epochs=2)
+    saved: list[tuple[int, int]] = []
+    armed = [False]
+
+    def save(state):
+        checkpoint.save(state, tmp_path / "last.pt")
+        position = state.get("position")
+        saved.append((state["epoch"], position["batch"] if position else 0))
+        if armed[0] and saved[-1] == stop:
+            raise Crash
+
+    def run(start=None):
+        model = new_model()
+        result = fit(model, *digits, config, checkpoints=Checkpoints(start, save))
+        return model, result
+
+    whole, whole_result = run()
+    assert saved == [(0, 3), (0, 6), (0, 9), (1, 0), (1, 3), (1, 6), (1, 9), (2, 0)]
+    saved.clear()
+    armed[0] = True
+    with pytest.raises(Crash):
+        run()
+    armed[0] = False
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)  # a fresh process differs
+    state = checkpoint.load(tmp_path / "last.pt", "last.pt")
+    assert (state["epoch"], state["position"]["batch"]) == stop
+    resumed, result = run(start=state)
+    assert result.history == whole_result.history
     for key, value in whole.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
 

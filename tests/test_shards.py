@@ -4,7 +4,11 @@ the numbers of training on the whole split in memory."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import subprocess
+import sys
+import time
 import weakref
 from pathlib import Path
 
@@ -12,7 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import synthetic_digits
+from helpers import python_env, synthetic_digits
+from neuroflow.data import shards
+from neuroflow.data.idx import write_idx
 from neuroflow.data.prepared import SPLITS, load_prepared, open_for, open_prepared, prepare
 from neuroflow.data.shards import Location, Shard, ShardCache, ShardedImages, epoch_order
 from neuroflow.data.sources import DIGIT_CLASSES, Part, Source
@@ -224,21 +230,175 @@ def test_a_remote_store_is_read_through_the_cache(sharded, tmp_path, monkeypatch
     """A store not on this machine (here: one that says so) is fetched file by file into the
     cache, never downloaded whole."""
     expected = load_prepared(sharded).images["train"][:3]
-    monkeypatch.setattr("neuroflow.data.shards.local_folder", lambda uri: None)
+    monkeypatch.setattr(shards, "local_folder", lambda uri: None)
     fetched = []
-    real = "neuroflow.data.shards.download_file"
-    download = __import__("neuroflow.data.shards", fromlist=["x"]).download_file
+    download = shards.download_file
 
     def counted(uri: str, dst: str) -> str:
         fetched.append(Path(uri).name)
         return download(uri, dst)
 
-    monkeypatch.setattr(real, counted)
+    monkeypatch.setattr(shards, "download_file", counted)
     cache = ShardCache(tmp_path / "cache", limit=1 << 30)
     prepared = open_prepared(str(sharded), stream=True, cache=cache)
     assert Location(str(sharded), cache).folder is None
     assert "train-images-00000.npy" not in fetched  # opened: metadata, labels, hashes only
-    np.testing.assert_array_equal(
-        prepared.images["train"][:3], load_prepared(sharded).images["train"][:3]
-    )
+    np.testing.assert_array_equal(prepared.images["train"][:3], expected)
     assert fetched.count("train-images-00000.npy") == 1
+
+
+@pytest.mark.slow
+def test_training_from_a_server_streams_its_shards_through_a_bounded_cache(server, tmp_path):
+    """A real `mlflow server` serving the artifacts: train_cnn with loading=stream reads its
+    first batch when a window of shards (2 of 9) has been fetched, not the split, and the
+    cache on disk never holds more than cache_mb."""
+    import mlflow
+
+    from neuroflow.jobs.preprocess import preprocess
+    from neuroflow.jobs.train_classifier import train_classifier
+
+    images, labels = synthetic_digits(500, size=SIDE, seed=2)
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte", images)
+    write_idx(folder / "train-labels-idx1-ubyte", labels)
+    cache = tmp_path / "cache"
+    limit_mb = 3 * TINY  # three shards on disk at most
+    fetched, sizes, at_first_batch = [], [], []
+    download, read_batches = shards.download_file, shards.ShardedImages.batches
+
+    def counted(uri: str, dst: str) -> str:
+        sizes.append(sum(p.stat().st_size for p in cache.glob("*.npy")))
+        fetched.append(Path(uri).name)
+        return download(uri, dst)
+
+    def watched(self, chunks):
+        for number, batch in enumerate(read_batches(self, chunks)):
+            if number == 0 and self.shards[0].file.startswith("train"):
+                at_first_batch.append([f for f in fetched if f.startswith("train-images")])
+            yield batch
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(shards, "download_file", counted)
+        patch.setattr(shards.ShardedImages, "batches", watched)
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(server)
+        mlflow.set_experiment("streamed from a server")
+        try:
+            with mlflow.start_run():
+                config = PrepareConfig(
+                    dataset="idx", data_dir=str(folder), image_size=SIDE, shard_mb=TINY
+                )
+                data = preprocess(config)
+            with mlflow.start_run() as run:
+                train = TrainConfig(
+                    epochs=1,
+                    batch_size=16,
+                    device="cpu",
+                    loading="stream",
+                    shuffle_mb=2.5 * TINY,
+                    cache_dir=str(cache),
+                    cache_mb=limit_mb,
+                )
+                train_classifier("cnn", CNNConfig(channels=(4, 8), hidden=16), train, data.uri)
+            accuracy = mlflow.get_run(run.info.run_id).data.metrics["test_accuracy"]
+            train_count = mlflow.get_run(data.run_id).data.metrics["train_count"]
+            behind_server = mlflow_artifacts(data.uri)
+        finally:
+            mlflow.set_tracking_uri(previous)
+    assert behind_server
+    in_train = {f for f in fetched if f.startswith("train-images")}
+    assert len(in_train) == -(-train_count // PER_SHARD) > 4  # every shard, each fetched once
+    assert len([f for f in fetched if f.startswith("train-images")]) == len(in_train)
+    assert len(at_first_batch[0]) == 2  # a window: the first batch did not wait for the split
+    assert max(sizes) <= limit_mb * (1 << 20)
+    assert 0 <= accuracy <= 1
+
+
+def mlflow_artifacts(uri: str) -> bool:
+    """Whether the run's artifacts live behind the server (mlflow-artifacts:), not on disk."""
+    from mlflow.tracking.artifact_utils import get_artifact_uri
+
+    run_id = uri.split("/")[1]
+    return get_artifact_uri(run_id, "prepared").startswith("mlflow-artifacts:")
+
+
+CAPPED = """
+import sys
+from pathlib import Path
+from neuroflow.data.prepared import load_prepared
+from neuroflow.families import CNNConfig
+from neuroflow.models.build import build_classifier, for_data
+from neuroflow.settings import TrainConfig
+from neuroflow.training.batches import splits_of
+from neuroflow.training.classifier import fit
+from neuroflow.training.device import seed_everything
+seed_everything(0)
+prepared = load_prepared(Path(sys.argv[1]), mmap=sys.argv[2] == "stream")
+splits = splits_of(prepared, "cpu", shuffle_mb=16)
+model = build_classifier("cnn", CNNConfig(channels=(4, 8), hidden=16), **for_data(prepared))
+config = TrainConfig(epochs=1, batch_size=64, max_batches=40, device="cpu", patience=0)
+print(fit(model, splits["train"], splits["val"], config).history[-1]["train_loss"])
+"""
+
+
+def peak_data(command: list[str], limit: int = 0) -> tuple[subprocess.CompletedProcess, int]:
+    """Run `command` with its data segment (RLIMIT_DATA: heap and private mappings) capped at
+    `limit` bytes (0: not), and return it with the largest VmData seen while it ran."""
+    import resource
+    import threading
+
+    def cap() -> None:
+        if limit:
+            resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+    process = subprocess.Popen(
+        command,
+        preexec_fn=cap,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=python_env(),
+    )
+    peak = [0]
+
+    def watch() -> None:
+        status = Path(f"/proc/{process.pid}/status")
+        while process.poll() is None:
+            with contextlib.suppress(OSError, ValueError, StopIteration):  # it has exited
+                lines = status.read_text().splitlines()
+                line = next(text for text in lines if text.startswith("VmData"))
+                peak[0] = max(peak[0], int(line.split()[1]) * 1024)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    stdout, stderr = process.communicate(timeout=600)
+    watcher.join()
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr), peak[0]
+
+
+@pytest.mark.slow
+def test_training_streams_under_a_memory_cap_far_below_the_data(tmp_path):
+    """Over 400 MiB of images, in 16 MiB shards. Streamed, training's data segment peaks some
+    MiB above the bare process; capped 100 MiB above that peak, it still trains, while
+    reading the same data whole under the same cap fails."""
+    images, labels = synthetic_digits(1000, size=28, seed=4)
+    many = np.tile(images, (540, 1, 1)), np.tile(labels, 540)  # 540,000 images: 423 MB
+    source = Source("synthetic", "memory://s", [Part(*many, "pool")], DIGIT_CLASSES)
+    config = PrepareConfig(
+        image_size=28, mnist_framing=False, val_fraction=0.01, test_fraction=0.01
+    )
+    meta = prepare(source, tmp_path / "prepared", config)
+    data_bytes = sum(s["bytes"] for split in meta["splits"].values() for s in split["shards"])
+    assert data_bytes > 400 * (1 << 20)
+    command = [sys.executable, "-c", CAPPED, str(tmp_path / "prepared")]
+    free, streamed_peak = peak_data([*command, "stream"])
+    assert free.returncode == 0, free.stderr
+    assert streamed_peak > 0
+    limit = streamed_peak + 100 * (1 << 20)
+    capped, _ = peak_data([*command, "stream"], limit)
+    assert capped.returncode == 0, capped.stderr[-2000:]
+    assert float(capped.stdout.split()[-1]) == float(free.stdout.split()[-1])  # same numbers
+    whole, _ = peak_data([*command, "memory"], limit)
+    assert whole.returncode != 0 and "MemoryError" in whole.stderr, whole.stderr[-2000:]

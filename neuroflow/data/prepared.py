@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -366,7 +367,9 @@ def image_hashes(images: np.ndarray) -> np.ndarray:
 
 
 def _gather(parts: list[Part], indices: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Images and labels at `indices` of the parts laid end to end, a chunk at a time."""
+    """Images and labels at `indices` of the parts laid end to end, a chunk at a time. A
+    memory-mapped part (an IDX file) is read _MAPPED images at a time, its pages let go after
+    each group, so the memory used stays flat in the source's size."""
     offsets = np.cumsum([0] + [len(p.labels) for p in parts])
     shape = parts[0].images.shape[1:]
     for start in range(0, len(indices), _CHUNK):
@@ -375,11 +378,30 @@ def _gather(parts: list[Part], indices: np.ndarray) -> Iterator[tuple[np.ndarray
         images = np.empty((len(chunk), *shape), np.uint8)
         labels = np.empty(len(chunk), np.uint8)
         for part_id in np.unique(owner):
-            mask = owner == part_id
-            local = chunk[mask] - offsets[part_id]
-            images[mask] = parts[part_id].images[local]
-            labels[mask] = parts[part_id].labels[local]
+            part = parts[part_id]
+            rows = np.flatnonzero(owner == part_id)
+            for first in range(0, len(rows), _MAPPED):
+                group = rows[first : first + _MAPPED]
+                local = chunk[group] - offsets[part_id]
+                images[group] = part.images[local]
+                labels[group] = part.labels[local]
+                _release(part.images)
         yield images, labels
+
+
+# Images read from a memory-mapped part between releases. Each maps its neighbours too (the
+# kernel maps up to 64 KiB about a page it faults in), so a group of scattered ones maps up to
+# _MAPPED * 64 KiB: 16 MiB.
+_MAPPED = 256
+
+
+def _release(images) -> None:
+    """Unmap the pages of a memory-mapped array read so far: they stay in the page cache, but
+    no longer count in this process's memory. It costs little (a few microseconds) when few
+    are mapped."""
+    handle = getattr(images, "_mmap", None)
+    if handle is not None and hasattr(mmap, "MADV_DONTNEED"):
+        handle.madvise(mmap.MADV_DONTNEED)
 
 
 def _sha256(paths: list[Path]) -> str:

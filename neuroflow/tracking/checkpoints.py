@@ -124,8 +124,13 @@ def find_start(request: Resume, step: str, params: dict[str, str]) -> Start | No
     with tempfile.TemporaryDirectory() as folder:
         state = checkpoint.load(Path(download(source, folder)), source)
     curves = carry_history(run_id, state["epoch"])
-    mlflow.set_tags({"resumed_from": run_id, "resumed_at_epoch": str(state["epoch"])})
-    print(f"{step}: resuming run {run_id} after epoch {state['epoch']}")
+    tags = {"resumed_from": run_id, "resumed_at_epoch": str(state["epoch"])}
+    where = f"after epoch {state['epoch']}"
+    if state.get("position"):  # saved within the next epoch
+        tags["resumed_at_batch"] = str(state["position"]["batch"])
+        where += f" and batch {state['position']['batch']} of epoch {state['epoch'] + 1}"
+    mlflow.set_tags(tags)
+    print(f"{step}: resuming run {run_id} {where}")
     return Start(run_id, run.data.params, state, curves)
 
 

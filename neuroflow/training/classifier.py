@@ -147,16 +147,16 @@ def fit(
     checkpoints: Checkpoints | None = None,
 ) -> FitResult:
     """Train `model` on the `train` split, pick the epoch with the lowest
-    val_loss, and leave the model holding that epoch's weights. Under several ranks each trains
-    on its shard with batch_size / ranks images per step, so a step still sees batch_size.
-    `checkpoints` may give a state to resume from and take the state after every epoch."""
+    val_loss, and leave the model holding that epoch's weights. Under several ranks each step's
+    batch_size images are shared among them, and each image of an epoch is trained on once.
+    `checkpoints` may give a state to resume from and take the state after every epoch, and
+    every config.checkpoint_every batches within one: a state that goes on from the middle of
+    an epoch to the numbers of a run never stopped."""
     from tqdm.auto import tqdm
 
     ranks = ranks or Ranks(0, 1, train.device)
     labels = train.labels
-    batch_size = math.ceil(config.batch_size / ranks.size)
-    count = len(labels) // ranks.size
-    steps = math.ceil(count / batch_size)
+    steps = ranks.steps(len(labels), config.batch_size)
     if config.max_batches:
         steps = min(steps, config.max_batches)
     network = ranks.wrap(Logits(model))
@@ -180,19 +180,31 @@ def fit(
     show = None if ranks.main else True  # tqdm: None shows on a terminal, True hides
     progress = tqdm(
         total=config.epochs * steps,
-        initial=done * steps,
+        initial=done * steps + (state["position"]["batch"] if state.get("position") else 0),
         desc=model.family,
         unit="batch",
         disable=show,
     )
+    position = state.get("position") if state else None  # a checkpoint within an epoch
     for epoch in range(done + 1, config.epochs + 1):
         model.train()
-        order = ranks.shard(train.order(generator))
-        chunks = order[: steps * batch_size].split(batch_size)
         # The loss is summed on the device and read once an epoch: no step waits for the host.
-        loss_sum, seen = torch.zeros((), device=train.device), 0
+        loss_sum, seen, skip = torch.zeros((), device=train.device), 0, 0
+        at_start = generator.get_state()  # what draws this epoch's order
+        if position:  # this epoch's order, then the generators as they were at the checkpoint
+            at_start, now = position["order_rng"], generator.get_state()
+            generator.set_state(at_start)
+        chunks = ranks.batches(train.order(generator), config.batch_size, steps)
+        if position:
+            generator.set_state(now)
+            skip, seen = position["batch"], position["seen"]
+            loss_sum += position["loss_sum"]
+            position = None
         started = time.perf_counter()
-        for chunk, inputs in zip(chunks, train.batches(chunks), strict=True):
+        todo = chunks[skip:]
+        for step, (chunk, inputs) in enumerate(
+            zip(todo, train.batches(todo), strict=True), skip + 1
+        ):
             batch = chunk.to(train.device)
             # inputs: (B, H, W[, C]) uint8
             if config.augment in ("true", "colour"):  # "auto": the job decides, seeing the data
@@ -207,6 +219,15 @@ def fit(
             loss_sum += loss.detach() * len(batch)
             seen += len(batch)
             progress.update()
+            if config.checkpoint_every and step % config.checkpoint_every == 0 < len(chunks) - step:
+                best = {
+                    "loss": best_loss,
+                    "epoch": best_epoch,
+                    "stale": stale,
+                    "weights": best_state,
+                }
+                within = {"batch": step, "order_rng": at_start, "loss_sum": loss_sum.item()}
+                snapshot.save(epoch - 1, history, best=best, position={**within, "seen": seen})
         summed, seen = ranks.sum(torch.stack([loss_sum, loss_sum.new_tensor(seen)])).tolist()
         trained[0] += seen
         trained[1] += time.perf_counter() - started

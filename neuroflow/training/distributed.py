@@ -55,10 +55,27 @@ class Ranks:
             dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
         return cls(dist.get_rank(), size, chosen)
 
-    def shard(self, order: torch.Tensor) -> torch.Tensor:
-        """This rank's equal share of a shuffled order: every rank takes as many batches."""
-        usable = len(order) - len(order) % self.size
-        return order[self.rank : usable : self.size]
+    def steps(self, count: int, batch_size: int, whole: bool = False) -> int:
+        """How many batches `batches` makes of `count` images."""
+        full, rest = divmod(count, batch_size)
+        if full == 0:  # one batch, however small
+            return int(count > 0)
+        return full + (rest > 0 and rest >= (batch_size if whole else self.size))
+
+    def batches(
+        self, order: torch.Tensor, batch_size: int, steps: int, whole: bool = False
+    ) -> list[torch.Tensor]:
+        """This rank's part of each of the first `steps` batches of `batch_size` images over all
+        ranks in `order`: every rank takes as many batches, and together they take each image
+        of the epoch once. A last batch too small to give every rank an image joins the one
+        before; with `whole`, a last batch short of batch_size is left out instead (a GAN's
+        BatchNorm needs whole batches). A single batch is kept, however small."""
+        chunks = list(order.split(batch_size))
+        if len(chunks) > 1 and len(chunks[-1]) < (batch_size if whole else self.size):
+            last = chunks.pop()
+            if not whole:
+                chunks[-1] = torch.cat([chunks[-1], last])
+        return [chunk[self.rank :: self.size] for chunk in chunks[:steps]]
 
     def sum(self, value: torch.Tensor) -> torch.Tensor:
         if self.parallel:

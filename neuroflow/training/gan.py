@@ -67,8 +67,7 @@ def fit_gan(
 ) -> list[dict[str, float]]:
     """Train on the split `images` ((N, H, W[, C]) uint8) and return each epoch's mean d_loss
     and g_loss, which on_epoch also gets. A NaN or inf loss stops training with a
-    TrainingError. Under several ranks each trains on its shard of every epoch, batch_size /
-    ranks images per step.
+    TrainingError. Under several ranks each step's batch_size images are shared among them.
     `checkpoints` may give a state to resume from and take the state after every epoch (after
     on_epoch, so whatever on_epoch draws from the generators is in it)."""
     from tqdm.auto import tqdm
@@ -85,9 +84,8 @@ def fit_gan(
     }
     generator, critic = ranks.wrap(generator), ranks.wrap(critic)
     g_every = config.n_critic if config.loss == "wgan-gp" else 1  # batches per generator step
-    batch_size = math.ceil(config.batch_size / ranks.size)
     # Whole batches only: a last batch of one image would break BatchNorm's batch statistics.
-    steps = max(1, len(images) // ranks.size // batch_size)
+    steps = max(1, ranks.steps(len(images), config.batch_size, whole=True))
     if config.max_batches:
         steps = min(steps, config.max_batches)
     shuffle = torch.Generator().manual_seed(config.seed)
@@ -100,8 +98,7 @@ def fit_gan(
     for epoch in range(done + 1, config.epochs + 1):
         generator.train()
         critic.train()
-        order = ranks.shard(images.order(shuffle))
-        chunks = order[: steps * batch_size].split(batch_size)
+        chunks = ranks.batches(images.order(shuffle), config.batch_size, steps, whole=True)
         d_sum = g_sum = torch.zeros((), device=device)
         g_steps = 0
         for step, pixels in enumerate(images.batches(chunks), start=1):
