@@ -122,7 +122,9 @@ def tracking_uri(bench: Path) -> str:
     return f"sqlite:///{bench / 'mlflow.db'}"
 
 
-def measure(bench: Path, images, labels, count: int, loadings: tuple[str, ...]) -> dict:
+def measure(
+    bench: Path, images, labels, count: int, loadings: tuple[str, ...], repeats: int
+) -> dict:
     """preprocess and train_cnn at `count` images; the data removed afterwards."""
     import shutil
 
@@ -143,7 +145,7 @@ def measure(bench: Path, images, labels, count: int, loadings: tuple[str, ...]) 
         "preprocess": {**prep, "images_per_s": round(count / prep["wall_s"])},
     }
     runs: dict[str, list] = {loading: [] for loading in loadings}
-    rounds = REPEATS if len(loadings) > 1 else 1
+    rounds = repeats if len(loadings) > 1 else 1
     for _ in range(rounds):  # alternated, so a slow spell of the machine hits both
         for loading in loadings:
             trained = step(
@@ -184,7 +186,7 @@ def artifacts(run) -> str:
     help="the MNIST t10k IDX folder; default ../shared/datasets/mnist-t10k when there",
 )
 @click.option("--sizes", default=",".join(map(str, SIZES)), help="images, comma-separated")
-@click.option("--quick", is_flag=True, help="20,000 and 40,000 images: that it runs")
+@click.option("--quick", is_flag=True, help="20,000 and 40,000 images, once each: that it runs")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 def main(mnist_t10k: Path | None, sizes: str, quick: bool, json_path: str | None) -> None:
     import mlflow
@@ -199,7 +201,8 @@ def main(mnist_t10k: Path | None, sizes: str, quick: bool, json_path: str | None
         mlflow.create_experiment("data", artifact_location=(bench / "artifacts").as_uri())
         for count in counts:
             loadings = ("auto", "memory", "stream") if count == counts[0] else ("auto",)
-            results["rows"].append(measure(bench, images, labels, count, loadings))
+            repeats = 1 if quick else REPEATS
+            results["rows"].append(measure(bench, images, labels, count, loadings, repeats))
             print(json.dumps(results["rows"][-1]), flush=True)
     first, last = results["rows"][0], results["rows"][-1]
     results["rss_growth_mib"] = (

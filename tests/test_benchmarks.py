@@ -94,3 +94,20 @@ def test_the_predict_benchmark_runs_both_engines_and_writes_its_json(tmp_path):
             row = results[size][engine]
             assert row["images"] == int(size) and row["images_per_s"] > 0, (size, engine)
             assert row["peak_mib"] > 0 and 0 <= row["accuracy"] <= 1
+
+
+def test_the_data_benchmark_streams_at_two_sizes_and_writes_its_json(tmp_path):
+    out = tmp_path / "data.json"
+    done = quick_run("benchmarks.data", out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert [row["images"] for row in results["rows"]] == [20000, 40000]
+    first = results["rows"][0]
+    assert {"train_cnn (auto)", "train_cnn (memory)", "train_cnn (stream)"} <= first.keys()
+    for row in results["rows"]:
+        assert row["preprocess"]["peak_rss_mib"] > 0 and row["prepared_mib"] > 0
+        # no whole split copied to the temporary folder: a shard (16 MiB) and a split's labels
+        assert row["preprocess"]["peak_tmp_mib"] < 20, row
+        assert row["train_cnn (auto)"]["images_per_s"] > 0
+    assert results["stream_vs_memory"] > 0
+    assert "streaming against in memory" in done.stdout

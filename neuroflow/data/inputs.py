@@ -41,19 +41,19 @@ class Inputs:
 def open_inputs(
     data: str,
     rule: InputRule,
-    download=None,
+    open_run=None,
     classes: list[str] | None = None,
     columns: tuple[str, str] = ("image", "label"),
 ) -> Inputs:
-    """The images `data` names, brought to a model's input by its `rule`. `download(run_id)`
-    gives a preprocess run's prepared folder (a run id is tried only when `data` is not a
-    path), whose images the same rule has prepared already. A folder of pictures in folders
+    """The images `data` names, brought to a model's input by its `rule`. `open_run(run_id)`
+    gives a preprocess run's Prepared data (a run id is tried only when `data` is not a path),
+    whose images the same rule has prepared already. A folder of pictures in folders
     named after the model's `classes` is labelled by them; a Parquet table by its label column
     where it has one (its image and label `columns`)."""
     path = Path(data).expanduser()
     if not path.exists():
-        if download is not None and _is_run_id(data):
-            return _prepared(download(data), data, rule)
+        if open_run is not None and _is_run_id(data):
+            return _prepared(open_run(data), data, rule)
         raise DataError(
             f"data {data!r} does not exist; expected a folder or archive of IDX files, a "
             "preprocess run id, a .npy file, a folder of pictures or a Parquet table"
@@ -102,10 +102,8 @@ def _array(path: Path, rule: InputRule) -> Inputs:
     )
 
 
-def _prepared(folder: Path, run_id: str, rule: InputRule) -> Inputs:
-    from neuroflow.data.prepared import load_prepared
-
-    prepared = load_prepared(folder, mmap=True)
+def _prepared(prepared, run_id: str, rule: InputRule) -> Inputs:
+    """The test split of a preprocess run's data (a neuroflow.data.prepared.Prepared)."""
     if InputRule.from_dict(prepared.input_rule, prepared.image_shape[0]) != rule:
         raise DataError(
             f"data {run_id} was prepared by the input rule {prepared.input_rule}; the model's "

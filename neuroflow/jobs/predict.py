@@ -14,6 +14,7 @@ import numpy as np
 
 from neuroflow.data.framing import InputRule
 from neuroflow.data.inputs import Inputs, open_inputs
+from neuroflow.data.prepared import Prepared, open_prepared
 from neuroflow.data.spark import spark_session
 from neuroflow.errors import RunLookupError
 from neuroflow.settings import PredictConfig
@@ -23,7 +24,6 @@ from neuroflow.tracking.models import fetch_model
 from neuroflow.tracking.networks import PROBABILITIES
 from neuroflow.tracking.runs import (
     STEP_TAG,
-    download,
     experiment_id,
     log_params_once,
     params_of,
@@ -55,9 +55,8 @@ def predict(config: PredictConfig) -> dict[str, float]:
         network = model.unwrap_python_model().network
         rule = InputRule.from_dict(network.input_rule, shape[1])  # the model's, not the digits'
         classes = list(network.classes)
-        download = lambda run_id: Path(prepared(run_id, tmp))  # noqa: E731
         columns = (config.image_column, config.label_column)
-        inputs = open_inputs(config.data, rule, download, classes, columns)
+        inputs = open_inputs(config.data, rule, prepared, classes, columns)
         if inputs.count == 0:
             raise RunLookupError(f"data {config.data!r} holds no images; expected at least one")
         log_input(inputs)
@@ -87,9 +86,9 @@ def predict(config: PredictConfig) -> dict[str, float]:
     return metrics
 
 
-def prepared(run_id: str, tmp: str) -> str:
-    """The prepared folder of preprocess run `run_id`, downloaded into `tmp`."""
-    return download(resolve_data(run_id, experiment_id()).uri, tmp)
+def prepared(run_id: str) -> Prepared:
+    """The prepared data of preprocess run `run_id`, its images read a shard at a time."""
+    return open_prepared(resolve_data(run_id, experiment_id()).uri, stream=True)
 
 
 def log_input(inputs: Inputs) -> None:

@@ -20,6 +20,7 @@ from neuroflow.errors import TrainingError
 from neuroflow.settings import TrainConfig
 from neuroflow.training.batches import Split
 from neuroflow.training.checkpoint import Checkpoints, Snapshot
+from neuroflow.training.device import steady_allocations
 from neuroflow.training.distributed import Ranks
 from neuroflow.training.optim import Optimizer, one_cycle
 
@@ -155,6 +156,7 @@ def fit(
     from tqdm.auto import tqdm
 
     ranks = ranks or Ranks(0, 1, train.device)
+    steady_allocations()  # the same for data in memory and streamed
     labels = train.labels
     steps = ranks.steps(len(labels), config.batch_size)
     if config.max_batches:

@@ -16,6 +16,7 @@ from neuroflow.errors import TrainingError
 from neuroflow.settings import GANTrainConfig
 from neuroflow.training.batches import Split
 from neuroflow.training.checkpoint import Checkpoints, Snapshot
+from neuroflow.training.device import steady_allocations
 from neuroflow.training.distributed import Ranks
 from neuroflow.training.optim import Optimizer
 
@@ -73,6 +74,7 @@ def fit_gan(
     from tqdm.auto import tqdm
 
     device = images.device
+    steady_allocations()  # the same for data in memory and streamed
     ranks = ranks or Ranks(0, 1, device)
     g_optimizer = Optimizer(generator.parameters(), "adam", config.lr, momentum=config.beta1)
     d_optimizer = Optimizer(critic.parameters(), "adam", config.lr, momentum=config.beta1)
