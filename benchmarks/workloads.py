@@ -377,10 +377,7 @@ def run_dcgan(bench: Path, epochs: int) -> dict:
 JOB = "neuroflow.jobs.train_classifier"
 PHASES = {
     "run start": [("mlflow", "start_run")],
-    "data load": [
-        (JOB, name)
-        for name in ("find_start", "resolve_data", "download", "load_prepared", "log_splits")
-    ],
+    "data load": [(JOB, name) for name in ("find_start", "resolve_data", "open_for", "log_splits")],
     "training": [(JOB, "fit")],
     "evaluation": [(JOB, "evaluate")],
     "model logging": [(JOB, "log_classifier")],
