@@ -123,6 +123,8 @@ def test_sharded_images_index_like_the_array_they_stand_for(sharded):
     np.testing.assert_array_equal(streamed[rows], whole[rows])
     np.testing.assert_array_equal(streamed[5:97], whole[5:97])
     np.testing.assert_array_equal(streamed[-1], whole[-1])
+    mask = np.arange(len(whole)) % 7 == 3
+    np.testing.assert_array_equal(streamed[mask], whole[mask])
     np.testing.assert_array_equal(np.asarray(streamed), whole)
     with pytest.raises(IndexError):
         streamed[[len(whole)]]

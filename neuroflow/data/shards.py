@@ -252,7 +252,10 @@ class ShardedImages:
         if isinstance(index, slice):
             rows = np.arange(*index.indices(len(self)))
         else:
-            rows = np.asarray(index, dtype=np.int64)
+            rows = np.asarray(index)
+            if rows.dtype == bool:  # a mask over the images
+                rows = np.flatnonzero(rows)
+            rows = rows.astype(np.int64, copy=False)
             if rows.ndim == 0:
                 return self[rows[None]][0]
         return self._gather(rows, self._cached)
