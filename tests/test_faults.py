@@ -121,6 +121,41 @@ def test_a_killed_training_process_resumes_to_the_numbers_of_an_unbroken_run(dig
         assert got == history(digits.client, whole_id, key), key
 
 
+def checkpointed_within_the_epoch(client: MlflowClient, step: str):
+    """A RUNNING `step` run that has uploaded a checkpoint but logged no epoch yet, or None."""
+    for run in client.search_runs(["0"], f"tags.step = '{step}' and attributes.status = 'RUNNING'"):
+        run_id = run.info.run_id
+        if client.list_artifacts(run_id, "checkpoints") and not client.get_metric_history(
+            run_id, "val_loss"
+        ):
+            return run
+    return None
+
+
+def test_a_run_killed_within_an_epoch_resumes_from_that_batch_to_the_same_numbers(digits):
+    """One long epoch (157 batches of 8) checkpointed every 10 batches: killed before it ends,
+    the resumed run goes on from the last checkpoint's batch, to the numbers of an unbroken
+    run."""
+    params = {"epochs": 1, "batch_size": 8, "checkpoint_every": 10, "patience": 0}
+    whole = digits.run("train_rnn", **params)
+    assert whole.returncode == 0, whole.stderr
+    broken = start(digits.uri, digits.folder, "train_rnn", **params)
+    run = wait_for(lambda: checkpointed_within_the_epoch(digits.client, "train_rnn"))
+    killed_id = run.info.run_id
+    os.kill(wait_for(lambda: step_process(killed_id), what="step process"), signal.SIGKILL)
+    assert broken.wait(timeout=120) != 0
+    assert not digits.client.get_metric_history(killed_id, "val_loss"), "the epoch had ended"
+    resumed = digits.run("train_rnn", resume="true", **params)
+    assert resumed.returncode == 0, resumed.stderr
+    run = digits.get(resumed.run_id)
+    assert run.data.tags["resumed_from"] == killed_id
+    assert run.data.tags["resumed_at_epoch"] == "0"
+    assert int(run.data.tags["resumed_at_batch"]) % 10 == 0 < int(run.data.tags["resumed_at_batch"])
+    expected = digits.get(whole.run_id).data.metrics
+    for key in ("test_accuracy", "test_loss", "train_loss", "val_loss", "val_accuracy"):
+        assert run.data.metrics[key] == expected[key], key
+
+
 def test_a_killed_dcgan_resumes_to_the_curves_of_an_unbroken_run(digits):
     params = {"epochs": 6, "max_batches": 10, "score_every": 2}
     whole_id, killed_id, run = kill_and_resume(digits, "train_dcgan", "d_loss", **params)
