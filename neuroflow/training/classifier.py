@@ -179,15 +179,15 @@ def fit(
         best = state["best"]
         best_loss, best_epoch, stale = best["loss"], best["epoch"], best["stale"]
         best_state = best["weights"]
+    position = state.get("position")  # where a checkpoint within an epoch was saved
     show = None if ranks.main else True  # tqdm: None shows on a terminal, True hides
     progress = tqdm(
         total=config.epochs * steps,
-        initial=done * steps + (state["position"]["batch"] if state.get("position") else 0),
+        initial=done * steps + (position["batch"] if position else 0),
         desc=model.family,
         unit="batch",
         disable=show,
     )
-    position = state.get("position") if state else None  # a checkpoint within an epoch
     for epoch in range(done + 1, config.epochs + 1):
         model.train()
         # The loss is summed on the device and read once an epoch: no step waits for the host.
