@@ -30,6 +30,21 @@ from benchmarks import startup
 ROOT = Path(__file__).resolve().parents[1]
 SIBLING_MNIST = ROOT.parent / "shared" / "datasets" / "mnist-t10k"
 TRAIN_IMAGES, TEST_IMAGES = 8000, 2000
+
+# --mnist-t10k for the benchmarks that take the folder as a Path (predict, data, loaders)
+MNIST_OPTION = click.option(
+    "--mnist-t10k",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="the MNIST t10k IDX folder; default ../shared/datasets/mnist-t10k when there",
+)
+
+
+def mnist_folder(given: Path | None) -> Path | None:
+    """The MNIST t10k folder given, else ../shared's when there, else None (the digits)."""
+    return given or (SIBLING_MNIST if SIBLING_MNIST.is_dir() else None)
+
+
 SCALING_SIZES = (1000, 2500, 5000, 10000)
 TARGETS = {"cnn": 0.985, "rnn": 0.975, "mlp": 0.965}  # final test accuracy each should reach
 SEEDS = 3  # runs of the reference and of our CNN, for the median and range

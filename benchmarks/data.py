@@ -29,7 +29,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from benchmarks.__main__ import SIBLING_MNIST, source_images
+from benchmarks.__main__ import MNIST_OPTION, mnist_folder, source_images
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (100_000, 1_000_000, 5_000_000)
@@ -179,19 +179,14 @@ def artifacts(run) -> str:
 
 
 @click.command()
-@click.option(
-    "--mnist-t10k",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="the MNIST t10k IDX folder; default ../shared/datasets/mnist-t10k when there",
-)
+@MNIST_OPTION
 @click.option("--sizes", default=",".join(map(str, SIZES)), help="images, comma-separated")
 @click.option("--quick", is_flag=True, help="20,000 and 40,000 images, once each: that it runs")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 def main(mnist_t10k: Path | None, sizes: str, quick: bool, json_path: str | None) -> None:
     import mlflow
 
-    mnist = mnist_t10k or (SIBLING_MNIST if SIBLING_MNIST.is_dir() else None)
+    mnist = mnist_folder(mnist_t10k)
     counts = (20_000, 40_000) if quick else tuple(int(s) for s in sizes.split(","))
     images, labels, label = source_images(mnist)
     results: dict = {"data": f"{label}, tiled", "quick": quick, "batches": BATCHES, "rows": []}

@@ -23,7 +23,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from benchmarks.__main__ import SIBLING_MNIST, source_images
+from benchmarks.__main__ import MNIST_OPTION, mnist_folder, source_images
 
 IMAGES, BATCHES, BATCH = 100_000, 400, 128
 PER_SHARD = 21_399  # images in this project's 16 MiB shards at 28 x 28
@@ -127,17 +127,12 @@ def measure(prepared, batches, train: bool) -> int:
 
 
 @click.command()
-@click.option(
-    "--mnist-t10k",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="the MNIST t10k IDX folder; default ../shared/datasets/mnist-t10k when there",
-)
+@MNIST_OPTION
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 def main(mnist_t10k: Path | None, json_path: str | None) -> None:
     import importlib.util
 
-    mnist = mnist_t10k or (SIBLING_MNIST if SIBLING_MNIST.is_dir() else None)
+    mnist = mnist_folder(mnist_t10k)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

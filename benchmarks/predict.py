@@ -16,7 +16,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from benchmarks.__main__ import SIBLING_MNIST, checked, mlflow_run, prepare_bench, source_images
+from benchmarks.__main__ import (
+    MNIST_OPTION,
+    checked,
+    mlflow_run,
+    mnist_folder,
+    prepare_bench,
+    source_images,
+)
 
 TILES = 10  # the 100,000-image set: the split this many times over
 
@@ -74,16 +81,11 @@ def predict_run(bench: Path, model: str, folder: Path, engine: str) -> dict:
 
 
 @click.command()
-@click.option(
-    "--mnist-t10k",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="the MNIST t10k IDX folder; default ../shared/datasets/mnist-t10k when there",
-)
+@MNIST_OPTION
 @click.option("--quick", is_flag=True, help="1 epoch, 1,000 and 10,000 images: that it runs")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 def main(mnist_t10k: Path | None, quick: bool, json_path: str | None) -> None:
-    mnist = mnist_t10k or (SIBLING_MNIST if SIBLING_MNIST.is_dir() else None)
+    mnist = mnist_folder(mnist_t10k)
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         bench = Path(tmp)
